@@ -1,0 +1,450 @@
+"""``dashspool``: one command group. Exit codes (documented in docs/cli.md):
+
+0 success · 1 unexpected error · 2 usage error · 3 configuration error (systemd does not restart)
+· 4 not found · 5 storage unavailable · 130 aborted by a second signal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from watchers import __version__, app as wiring, logs
+from watchers.clock import iso, utcnow
+from watchers.config import Policies, load
+from watchers.errors import ConfigError, NotFound, Shutdown, StorageUnavailable
+from watchers.sidecar import Event, EventKind
+from watchers.watch import Runner
+
+EXIT_ERROR, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_STORAGE, EXIT_ABORTED = 1, 3, 4, 5, 130
+
+cli = typer.Typer(
+    name="dashspool",
+    help="Dashcam footage to a searchable, GPS-tagged archive, through spool folders on a NAS.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ledger_cli = typer.Typer(help="Query the ledger (videos, one video's history, failures, events).",
+                         no_args_is_help=True)
+cli.add_typer(ledger_cli, name="ledger")
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("watchers.cli")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device-id", envvar="DASHSPOOL_DEVICE_ID", help="This device's id.")
+]
+UntilIdleOpt = Annotated[
+    bool, typer.Option("--until-idle", help="Exit 0 once nothing is pending for what this serves.")
+]
+MaxJobsOpt = Annotated[
+    int | None, typer.Option("--max-jobs", min=1, help="Exit after handling this many jobs.")
+]
+
+
+class State:
+    config: str | None = None
+    spool: str | None = None
+    _policies: Policies | None = None
+
+    @property
+    def policies(self) -> Policies:
+        if self._policies is None:
+            self._policies = load(self.config, self.spool)
+        return self._policies
+
+
+state = State()
+
+
+@cli.callback()
+def main_options(
+    spool: Annotated[str | None, typer.Option("--spool", envvar="DASHSPOOL_SPOOL",
+                                              help="Spool root (path or URL).")] = None,
+    config: Annotated[str | None, typer.Option("--config", envvar="DASHSPOOL_CONFIG",
+                                               help="Settings file (default ./policies.toml).")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Global options: where the spool and the settings are."""
+    if version:
+        out.print(__version__)
+        raise typer.Exit(0)
+    state.config, state.spool, state._policies = config, spool, None
+    logs.configure(log_level)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def _signals(runner: Runner) -> Iterator[None]:
+    """First SIGINT/SIGTERM: finish the job in hand and exit. Second: abort it (the next start
+    recovers the claim)."""
+    count = 0
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            log.info("%s: finishing the current job, then stopping (again to abort)",
+                     signal.Signals(signum).name)
+            runner.request_stop()
+        else:
+            raise Shutdown(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _serve(runner: Runner, *, progress: bool) -> None:
+    with logs.context(device=runner.device), _signals(runner):
+        if progress and sys.stderr.isatty():
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                          TextColumn("{task.completed} jobs"), TimeElapsedColumn(),
+                          console=err, transient=False) as bar:
+                task = bar.add_task("processing", total=None)
+                runner.on_job = lambda w: bar.update(task, advance=1, description=w.name)
+                code = runner.run()
+        else:
+            code = runner.run()
+    raise typer.Exit(code)
+
+
+@cli.command()
+def watch(
+    stage: Annotated[str, typer.Argument(help="The stage to serve (a [stages.NAME] table).")],
+    device_id: DeviceOpt = "",
+    until_idle: UntilIdleOpt = False,
+    max_jobs: MaxJobsOpt = None,
+    no_events: Annotated[bool, typer.Option("--no-events", help="Poll only; ignore inotify.")] = False,
+) -> None:
+    """Serve one stage on this device (what one systemd unit runs)."""
+    if not device_id:
+        raise ConfigError("--device-id (or DASHSPOOL_DEVICE_ID) is required for watch")
+    p = state.policies
+    spool = wiring.open_spool(p)
+    stop = threading.Event()
+    workers = wiring.build_workers(spool, p, [stage], device_id, stop)
+    runner = Runner(spool, p, device_id, workers, until_idle=until_idle, max_jobs=max_jobs,
+                    use_events=not no_events, stop=stop)
+    _serve(runner, progress=until_idle)
+
+
+@cli.command()
+def coordinator(until_idle: UntilIdleOpt = False) -> None:
+    """The ledger writer and the scheduler (reaper, deferred release)."""
+    p = state.policies
+    spool = wiring.open_spool(p)
+    coord = wiring.build_coordinator(spool, p)
+    runner = Runner(spool, p, p.coordinator.device_id, [], coord, until_idle=until_idle)
+    _serve(runner, progress=False)
+
+
+@cli.command()
+def run(
+    device_id: Annotated[str, typer.Option("--device-id", envvar="DASHSPOOL_DEVICE_ID",
+                                           help="This device's id.")] = "local",
+    until_idle: UntilIdleOpt = False,
+    max_jobs: MaxJobsOpt = None,
+) -> None:
+    """Every stage and the coordinator in one process: the one-machine default."""
+    p = state.policies
+    spool = wiring.open_spool(p)
+    stop = threading.Event()
+    workers = wiring.build_workers(spool, p, p.order(), device_id, stop)
+    coord = wiring.build_coordinator(spool, p)
+    runner = Runner(spool, p, device_id, workers, coord, until_idle=until_idle,
+                    max_jobs=max_jobs, stop=stop)
+    _serve(runner, progress=True)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@cli.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Per-stage counts, oldest pending age, and devices with their last heartbeat."""
+    p = state.policies
+    spool = wiring.open_spool(p)
+    data = wiring.status(spool, p)
+    if as_json:
+        _print_json(data)
+        return
+    t = Table(title=f"spool {data['spool']}  ·  drops waiting: {data['drops_pending']}  ·  "
+                    f"ledger backlog: {data['ledger_backlog']}")
+    for col in ("stage", "inbox", "work", "deferred", "failed", "done", "oldest", "paused"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for name, c in data["stages"].items():
+        t.add_row(name, *(str(c[k]) for k in ("inbox", "work", "deferred", "failed", "done")),
+                  _age(c["oldest_pending_age_seconds"]), "PAUSED" if c["paused"] else "")
+    out.print(t)
+    d = Table(title="devices")
+    for col in ("device", "stage", "state", "last beat", "job", "host"):
+        d.add_column(col)
+    for dev in data["devices"]:
+        d.add_row(dev["device_id"], dev["stage"] or "-", dev["state"], _age(dev["age_seconds"]),
+                  dev["current_job"] or "-", dev["host"] or "-")
+    out.print(d)
+
+
+def _ledger() -> Any:
+    return wiring.open_ledger(state.policies, read_only=True)
+
+
+def _rows(rows: list[Any]) -> list[dict[str, Any]]:
+    return [r.model_dump() for r in rows]
+
+
+@ledger_cli.command("videos")
+def ledger_videos(
+    state_filter: Annotated[str | None, typer.Option("--state", help="Only videos in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Videos, newest first: id, original name, state, stage, times."""
+    rows = _rows(_ledger().videos(state=state_filter, limit=limit))
+    if as_json:
+        _print_json(rows)
+        return
+    t = Table()
+    for col in ("video_id", "source_name", "state", "stage", "created_at", "updated_at"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["video_id"][:12], r["source_name"], r["state"], r["stage"] or "-",
+                  r["created_at"], r["updated_at"])
+    out.print(t)
+
+
+@ledger_cli.command("video")
+def ledger_video(
+    video: Annotated[str, typer.Argument(help="Video id (a prefix will do) or job name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """One video's whole history: every stage attempt and every event."""
+    ledger = _ledger()
+    found = ledger.find_video(video)
+    if len(found) != 1:
+        raise NotFound(f"{len(found)} videos match {video!r}" + ("" if found else " (none)"))
+    v = found[0]
+    attempts, events = ledger.history(v.video_id)
+    data = {"video": v.model_dump(), "attempts": _rows(attempts),
+            "events": [{**e.model_dump(), "data": json.loads(e.data)} for e in events]}
+    if as_json:
+        _print_json(data)
+        return
+    out.print(f"[bold]{v.source_name}[/]  {v.video_id}  state={v.state} stage={v.stage}")
+    t = Table(title="stage attempts")
+    for col in ("stage", "attempt", "device", "outcome", "started", "finished", "seconds", "error"):
+        t.add_column(col)
+    for a in attempts:
+        t.add_row(a.stage, str(a.attempt), a.device, a.outcome, a.started_at or "-",
+                  a.finished_at or "-", f"{a.duration_seconds or 0:.3f}", a.error or "")
+    out.print(t)
+
+
+@ledger_cli.command("failures")
+def ledger_failures(limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
+                    as_json: JsonOpt = False) -> None:
+    """Failed jobs and rejected drops, newest first, with their reasons."""
+    rows = [{**e.model_dump(), "data": json.loads(e.data)} for e in _ledger().failures(limit)]
+    if as_json:
+        _print_json(rows)
+        return
+    t = Table()
+    for col in ("at", "kind", "stage", "job", "reason"):
+        t.add_column(col)
+    for r in rows:
+        reason = r["data"].get("error") or r["data"].get("reason") or ""
+        t.add_row(r["at"], r["kind"], r["stage"] or "-", r["job"] or r["data"].get("source_name", "-"),
+                  reason)
+    out.print(t)
+
+
+def _parse_since(value: str) -> datetime:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return utcnow() - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter("use an ISO time (2024-01-01T12:00) or an age (90m, 2h, 7d)") from None
+    return ts if ts.tzinfo else ts.astimezone()
+
+
+@ledger_cli.command("events")
+def ledger_events(
+    since: Annotated[str, typer.Option("--since", help="ISO time or age such as 2h.")] = "1h",
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Progress events since a time, oldest first."""
+    rows = [{**e.model_dump(), "data": json.loads(e.data)}
+            for e in _ledger().events_since(_parse_since(since), limit)]
+    if as_json:
+        _print_json(rows)
+        return
+    t = Table()
+    for col in ("at", "kind", "device", "stage", "job"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["at"], r["kind"], r["device"], r["stage"] or "-", r["job"] or "-")
+    out.print(t)
+
+
+@cli.command()
+def requeue(
+    video: Annotated[str, typer.Argument(help="Video id prefix, short hash or job name.")],
+    stage: Annotated[str, typer.Option("--stage", help="The stage to run it through again.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a failed or deferred job back in its stage's inbox, attempts reset."""
+    p = state.policies
+    if stage not in p.stages:
+        raise ConfigError(f"{p.label}: no stage named {stage!r}")
+    spool = wiring.open_spool(p)
+    matches = [m for m in spool.find_job([stage], video) if m[1] in ("failed", "deferred")]
+    if not matches:
+        done = [m for m in spool.find_job([stage], video) if m[1] in ("inbox", "done")]
+        hint = f" (it is in {stage}/{done[0][1]}/)" if done else ""
+        raise NotFound(f"no failed or deferred job matching {video!r} in {stage}{hint}")
+    if len(matches) > 1:
+        raise NotFound(f"{video!r} matches {len(matches)} jobs: {', '.join(m[2] for m in matches)}")
+    _, queue, job = matches[0]
+    rel = f"{stage}/{queue}/{job}"
+    now = utcnow()
+    sidecar = None
+    try:
+        sidecar = spool.read_sidecar_at(rel)
+        spool.write_sidecar_at(rel, sidecar.model_copy(update={"attempts": 0, "not_before": None}))
+    except Exception as e:  # a broken job still goes back; its claim will fail it again
+        log.warning("%s: sidecar not reset: %s", job, e)
+    spool.move_to_inbox(stage, queue, job)
+    spool.emit(Event(event_id=Event.random_id(), kind=EventKind.JOB_REQUEUED, at=now,
+                     device="cli", stage=stage, job=job,
+                     video_id=sidecar.video_id if sidecar else None,
+                     data={"from": queue}))
+    result = {"job": job, "stage": stage, "from": queue, "to": "inbox"}
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"requeued {job}: {stage}/{queue} -> {stage}/inbox")
+
+
+@cli.command()
+def pause(
+    stage: Annotated[str, typer.Argument(help="Stage to pause (claims stop; work in hand finishes).")],
+    reason: Annotated[str, typer.Option("--reason", help="Written into the PAUSED file.")] = "",
+) -> None:
+    """Pause a stage: creates <stage>/PAUSED, visible with ls."""
+    p = state.policies
+    if stage not in p.stages:
+        raise ConfigError(f"{p.label}: no stage named {stage!r}")
+    wiring.open_spool(p).pause(stage, f"paused {iso(utcnow())} {reason}".strip())
+    out.print(f"{stage} paused")
+
+
+@cli.command()
+def resume(stage: Annotated[str, typer.Argument(help="Stage to resume.")]) -> None:
+    """Resume a paused stage (removes <stage>/PAUSED)."""
+    p = state.policies
+    if stage not in p.stages:
+        raise ConfigError(f"{p.label}: no stage named {stage!r}")
+    was = wiring.open_spool(p).resume(stage)
+    out.print(f"{stage} resumed" if was else f"{stage} was not paused")
+
+
+@cli.command("check-config")
+def check_config(as_json: JsonOpt = False) -> None:
+    """Load policies.toml, build every stage, and check the spool and stores are usable."""
+    p = state.policies
+    from stages import REGISTRY
+
+    stages = REGISTRY.build(p)
+    for s in stages.values():
+        s.setup(p)
+    spool = wiring.open_spool(p)
+    spool.ensure_layout(p.order())
+    probe = f".tmp/check-config~{os.getpid()}"
+    spool.backend.write_bytes(probe, b"ok", fsync=True)
+    spool.backend.remove_file(probe)
+    result = {
+        "config": p.label,
+        "spool": spool.backend.url,
+        "inotify": spool.backend.watchable,
+        "ledger": str(p.ledger_path),
+        "stores": {k: str(v) for k, v in spool.roots.items()},
+        "pipeline": {n: {"type": stages[n].type_name, "next": list(p.stages[n].next)}
+                     for n in p.order()},
+    }
+    if as_json:
+        _print_json(result)
+        return
+    out.print(f"config   {result['config']}")
+    out.print(f"spool    {result['spool']} (writable; {'inotify' if result['inotify'] else 'polling'})")
+    out.print(f"ledger   {result['ledger']}")
+    for name, info in result["pipeline"].items():
+        out.print(f"stage    {name}: {info['type']} -> {', '.join(info['next']) or '(end)'}")
+    out.print("[green]configuration OK[/]")
+
+
+def main() -> None:
+    """Entry point: map errors to the documented exit codes with one human sentence."""
+    handlers: list[tuple[type[BaseException], int, Callable[[BaseException], str]]] = [
+        (ConfigError, EXIT_CONFIG, lambda e: f"configuration error: {e}"),
+        (NotFound, EXIT_NOT_FOUND, lambda e: f"not found: {e}"),
+        (StorageUnavailable, EXIT_STORAGE, lambda e: f"storage unavailable: {e}"),
+        (Shutdown, EXIT_ABORTED, lambda e: f"aborted by {e}; the next start recovers the job"),
+    ]
+    try:
+        cli(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the single place errors become exit codes
+        from typer._click.exceptions import ClickException  # typer vendors click
+
+        if isinstance(e, typer.Abort):
+            sys.exit(EXIT_ABORTED)
+        if isinstance(e, ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        for cls, code, fmt in handlers:
+            if isinstance(e, cls):
+                err.print(f"[red]dashspool:[/] {fmt(e)}", highlight=False)
+                sys.exit(code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The coordinator: the only ledger writer, and the scheduled housekeeping (reaper, deferred
+release). Each duty is a plain method taking ``now`` so tests drive time; APScheduler 3.x only
+decides when they run in a real process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from watchers.clock import iso, utcnow
+from watchers.config import Policies
+from watchers.errors import BadJob, NotFound
+from watchers.ledger import Ledger
+from watchers.logs import context
+from watchers.sidecar import Event
+from watchers.spool import Spool
+from watchers.worker import return_claim
+
+log = logging.getLogger(__name__)
+
+
+class Coordinator:
+    def __init__(
+        self,
+        spool: Spool,
+        policies: Policies,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.spool = spool
+        self.policies = policies
+        self.ledger = ledger
+        self.device = policies.coordinator.device_id
+        self.stages = policies.order()
+        self.clock = clock
+        self.duties: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._scheduler: Any = None
+
+    def start(self, now: datetime | None = None) -> None:
+        """Return claims the reaper itself was holding when it stopped."""
+        now = now or self.clock()
+        for claim in self.spool.claims_of(self.device, self.stages):
+            with context(job=claim.job):
+                return_claim(self.spool, self.policies, claim, now, "the coordinator stopped")
+
+    # ------------------------------------------------------------------ duties
+    def ingest(self, now: datetime | None = None) -> int:
+        """Apply every pending event file to the ledger, once; returns how many were new."""
+        now = now or self.clock()
+        total = 0
+        batch = self.policies.ledger.ingest_batch
+        while True:
+            names = self.spool.event_files(batch)
+            if not names:
+                return total
+            events: list[Event] = []
+            good: list[str] = []
+            for name in names:
+                try:
+                    events.append(self.spool.read_event(name))
+                    good.append(name)
+                except NotFound:
+                    continue
+                except BadJob as err:
+                    log.error("ledger event %s refused: %s", name, err)
+                    self.spool.reject_event(name, str(err))
+            with self._lock:
+                total += self.ledger.ingest(events, now)
+            for name in good:
+                self.spool.consume_event(name)
+            if len(names) < batch:
+                return total
+
+    def reap(self, now: datetime | None = None) -> int:
+        """Return claims of devices whose heartbeat is older than the lease to their inboxes."""
+        now = now or self.clock()
+        lease = timedelta(seconds=self.policies.spool.lease_seconds)
+        n = 0
+        for device in self.spool.stale_devices(self.stages, now, lease):
+            if device == self.device:
+                continue
+            for claim in self.spool.claims_of(device, self.stages):
+                mine = self.spool.take_over(claim, self.device)
+                if mine is None:
+                    continue
+                with context(job=claim.job):
+                    where = return_claim(
+                        self.spool, self.policies, mine, now, f"device {device} went silent"
+                    )
+                    log.warning("reaped from silent device %s -> %s", device, where)
+                n += 1
+            self.spool.clean_staging(device)
+        return n
+
+    def release_deferred(self, now: datetime | None = None) -> int:
+        now = now or self.clock()
+        n = 0
+        for stage in self.stages:
+            for job in self.spool.deferred_due(stage, now):
+                if self.spool.release(stage, job):
+                    n += 1
+        return n
+
+    # --------------------------------------------------------------- schedule
+    def run_duty(self, name: str, fn: Callable[[], int]) -> int:
+        started = self.clock()
+        try:
+            result = fn()
+            self.duties[name] = {"last_run": iso(started), "last_result": f"ok ({result})"}
+            return result
+        except Exception as err:  # a duty must never kill the coordinator
+            log.exception("scheduled job %s failed", name)
+            self.duties[name] = {"last_run": iso(started), "last_result": f"error: {err}"}
+            return 0
+
+    def start_scheduler(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        c = self.policies.coordinator
+        sched = BackgroundScheduler(timezone="UTC")
+        for name, fn, every in (
+            ("reaper", self.reap, c.reaper_interval_seconds),
+            ("deferred-release", self.release_deferred, c.deferred_interval_seconds),
+        ):
+            sched.add_job(
+                self.run_duty, "interval", args=(name, fn), seconds=every, id=name,
+                max_instances=1, coalesce=True, next_run_time=self.clock(),
+            )
+        sched.start()
+        self._scheduler = sched
+
+    def stop_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+
+    def schedule_info(self) -> dict[str, dict[str, Any]]:
+        info = {k: dict(v) for k, v in self.duties.items()}
+        if self._scheduler is not None:
+            for job in self._scheduler.get_jobs():
+                nxt = job.next_run_time
+                info.setdefault(job.id, {})["next_run"] = iso(nxt) if nxt else None
+        return info

@@ -1,0 +1,415 @@
+"""The ledger: one SQLite database on the coordinator's own disk, one writer.
+
+Devices never open it; they drop event files that :meth:`Ledger.ingest` applies exactly once
+(the event id is the primary key of ``events``). WAL, a busy timeout, ``BEGIN IMMEDIATE`` for
+writes, and schema changes as named migrations recorded in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import text as sql
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from watchers.errors import ConfigError
+from watchers.sidecar import Event, EventKind
+
+
+class VideoState(str, Enum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    DONE = "done"
+    ARCHIVED = "archived"
+
+
+class Outcome(str, Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    SKIPPED = "skipped"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+
+
+def ts(value: datetime) -> str:
+    """Fixed-width UTC text, so that comparing strings compares times."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Video(SQLModel, table=True):
+    __tablename__ = "videos"
+    video_id: str = Field(primary_key=True)
+    job: str
+    source_name: str
+    state: str = Field(index=True)
+    stage: str | None = None
+    priority: int = 0
+    recorded_at: str | None = None
+    created_at: str
+    updated_at: str
+    last_error: str | None = None
+
+
+class StageAttempt(SQLModel, table=True):
+    __tablename__ = "stage_attempts"
+    id: int | None = Field(default=None, primary_key=True)
+    video_id: str = Field(index=True)
+    job: str
+    stage: str
+    attempt: int
+    device: str
+    outcome: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_seconds: float | None = None
+    route: str | None = None
+    error: str | None = None
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "events"
+    event_id: str = Field(primary_key=True)
+    kind: str
+    at: str = Field(index=True)
+    device: str
+    stage: str | None = None
+    job: str | None = None
+    video_id: str | None = Field(default=None, index=True)
+    attempt: int = 0
+    data: str
+    ingested_at: str
+
+
+class DeviceRow(SQLModel, table=True):
+    __tablename__ = "devices"
+    device_id: str = Field(primary_key=True)
+    first_seen: str
+    last_seen: str
+    last_stage: str | None = None
+
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_initial",
+        """
+        CREATE TABLE videos (
+            video_id TEXT PRIMARY KEY, job TEXT NOT NULL, source_name TEXT NOT NULL,
+            state TEXT NOT NULL, stage TEXT, priority INTEGER NOT NULL DEFAULT 0,
+            recorded_at TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, last_error TEXT
+        );
+        CREATE INDEX ix_videos_state ON videos (state);
+        CREATE TABLE stage_attempts (
+            id INTEGER PRIMARY KEY, video_id TEXT NOT NULL, job TEXT NOT NULL, stage TEXT NOT NULL,
+            attempt INTEGER NOT NULL, device TEXT NOT NULL, outcome TEXT NOT NULL,
+            started_at TEXT, finished_at TEXT, duration_seconds REAL, route TEXT, error TEXT,
+            UNIQUE (job, stage, attempt)
+        );
+        CREATE INDEX ix_stage_attempts_video_id ON stage_attempts (video_id);
+        CREATE TABLE events (
+            event_id TEXT PRIMARY KEY, kind TEXT NOT NULL, at TEXT NOT NULL, device TEXT NOT NULL,
+            stage TEXT, job TEXT, video_id TEXT, attempt INTEGER NOT NULL DEFAULT 0,
+            data TEXT NOT NULL, ingested_at TEXT NOT NULL
+        );
+        CREATE INDEX ix_events_at ON events (at);
+        CREATE INDEX ix_events_video_id ON events (video_id);
+        CREATE TABLE devices (
+            device_id TEXT PRIMARY KEY, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+            last_stage TEXT
+        );
+        """,
+    ),
+]
+
+
+class Ledger:
+    def __init__(self, path: Path, *, busy_timeout_seconds: float = 30.0, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise ConfigError(
+                f"no ledger at {self.path} yet: start `dashspool coordinator` or `dashspool run`"
+            )
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = self._engine(busy_timeout_seconds)
+        self._session: Session | None = None
+        if not read_only:
+            self.migrate()
+
+    def _engine(self, busy: float) -> Engine:
+        engine = create_engine(
+            f"sqlite:///{self.path}",
+            connect_args={"timeout": busy, "check_same_thread": False},
+        )
+        read_only = self.read_only
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi: sqlite3.Connection, _record: object) -> None:
+            dbapi.isolation_level = None  # transactions are begun explicitly below
+            cur = dbapi.cursor()
+            if not read_only:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            if read_only:
+                cur.execute("PRAGMA query_only=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """The one way to write: ``BEGIN IMMEDIATE`` outermost, a savepoint when nested."""
+        if self._session is not None:
+            with self._session.begin_nested():
+                yield self._session
+            return
+        with Session(self.engine, expire_on_commit=False) as session:
+            self._session = session
+            try:
+                with session.begin():
+                    yield session
+            finally:
+                self._session = None
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def migrate(self) -> list[str]:
+        """Apply the named migrations not yet recorded; returns their names."""
+        applied: list[str] = []
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            done = {r[0] for r in conn.exec_driver_sql("SELECT name FROM schema_migrations")}
+        for name, ddl in MIGRATIONS:
+            if name in done:
+                continue
+            with self.engine.begin() as conn:  # each migration is one transaction
+                for statement in filter(str.strip, ddl.split(";")):
+                    conn.exec_driver_sql(statement)
+                conn.execute(
+                    sql("INSERT INTO schema_migrations VALUES (:n, :t)"),
+                    {"n": name, "t": ts(datetime.now(timezone.utc))},
+                )
+            applied.append(name)
+        return applied
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ----------------------------------------------------------------- ingest
+    def ingest(self, events: Sequence[Event], now: datetime) -> int:
+        """Apply events once each (by id), in one transaction. Returns how many were new."""
+        new = 0
+        with self.transaction() as s:
+            for ev in events:
+                res = s.execute(
+                    sql(
+                        "INSERT OR IGNORE INTO events (event_id, kind, at, device, stage, job, "
+                        "video_id, attempt, data, ingested_at) VALUES "
+                        "(:event_id, :kind, :at, :device, :stage, :job, :video_id, :attempt, "
+                        ":data, :ingested_at)"
+                    ),
+                    {
+                        "event_id": ev.event_id,
+                        "kind": ev.kind.value,
+                        "at": ts(ev.at),
+                        "device": ev.device,
+                        "stage": ev.stage,
+                        "job": ev.job,
+                        "video_id": ev.video_id,
+                        "attempt": ev.attempt,
+                        "data": json.dumps(ev.data, default=str),
+                        "ingested_at": ts(now),
+                    },
+                )
+                if res.rowcount:  # type: ignore[attr-defined]
+                    new += 1
+                    self._apply(s, ev)
+        return new
+
+    def _apply(self, s: Session, ev: Event) -> None:
+        at = ts(ev.at)
+        self._seen_device(s, ev, at)
+        handler = _APPLY.get(ev.kind)
+        if handler is None or ev.video_id is None or ev.job is None:
+            return
+        video = s.get(Video, ev.video_id)
+        if video is None:
+            video = Video(
+                video_id=ev.video_id,
+                job=ev.job,
+                source_name=str(ev.data.get("source_name") or ev.job),
+                state=VideoState.QUEUED.value,
+                stage=ev.stage,
+                priority=int(ev.data.get("priority") or 0),
+                recorded_at=ev.data.get("recorded_at"),
+                created_at=at,
+                updated_at="",
+            )
+            s.add(video)
+        handler(s, ev, video, at)
+        s.add(video)
+
+    @staticmethod
+    def _seen_device(s: Session, ev: Event, at: str) -> None:
+        row = s.get(DeviceRow, ev.device)
+        if row is None:
+            s.add(DeviceRow(device_id=ev.device, first_seen=at, last_seen=at, last_stage=ev.stage))
+        elif at >= row.last_seen:
+            row.last_seen, row.last_stage = at, ev.stage or row.last_stage
+            s.add(row)
+
+    # ---------------------------------------------------------------- queries
+    def videos(self, *, state: str | None = None, limit: int = 100) -> list[Video]:
+        with self.reading() as s:
+            q = select(Video).order_by(col(Video.created_at).desc()).limit(limit)
+            if state:
+                q = q.where(Video.state == state)
+            return list(s.exec(q).all())
+
+    def find_video(self, prefix: str) -> list[Video]:
+        with self.reading() as s:
+            q = select(Video).where(
+                (col(Video.video_id).startswith(prefix)) | (Video.job == prefix)
+                | (col(Video.job).endswith(f"-{prefix}"))
+            )
+            return list(s.exec(q.limit(20)).all())
+
+    def history(self, video_id: str) -> tuple[list[StageAttempt], list[EventRow]]:
+        with self.reading() as s:
+            attempts = s.exec(
+                select(StageAttempt).where(StageAttempt.video_id == video_id)
+                .order_by(col(StageAttempt.id))
+            ).all()
+            events = s.exec(
+                select(EventRow).where(EventRow.video_id == video_id).order_by(col(EventRow.at))
+            ).all()
+            return list(attempts), list(events)
+
+    def failures(self, limit: int = 100) -> list[EventRow]:
+        kinds = (EventKind.STAGE_FAILED.value, EventKind.DROP_REJECTED.value)
+        with self.reading() as s:
+            q = select(EventRow).where(col(EventRow.kind).in_(kinds))
+            return list(s.exec(q.order_by(col(EventRow.at).desc()).limit(limit)).all())
+
+    def events_since(self, since: datetime, limit: int = 1000) -> list[EventRow]:
+        with self.reading() as s:
+            q = select(EventRow).where(EventRow.at >= ts(since)).order_by(col(EventRow.at))
+            return list(s.exec(q.limit(limit)).all())
+
+    def counts(self) -> dict[str, int]:
+        with self.reading() as s:
+            rows = s.execute(sql("SELECT state, count(*) FROM videos GROUP BY state")).all()
+            return {str(r[0]): int(r[1]) for r in rows}
+
+
+def _attempt(s: Session, ev: Event) -> StageAttempt:
+    assert ev.video_id and ev.job and ev.stage
+    row = s.exec(
+        select(StageAttempt).where(
+            StageAttempt.job == ev.job,
+            StageAttempt.stage == ev.stage,
+            StageAttempt.attempt == ev.attempt,
+        )
+    ).first()
+    if row is None:
+        row = StageAttempt(
+            video_id=ev.video_id, job=ev.job, stage=ev.stage, attempt=ev.attempt,
+            device=ev.device, outcome=Outcome.RUNNING.value,
+        )
+    return row
+
+
+def _completed(s: Session, ev: Event) -> bool:
+    q = select(StageAttempt.id).where(
+        StageAttempt.job == ev.job,
+        StageAttempt.stage == ev.stage,
+        StageAttempt.outcome == Outcome.COMPLETED.value,
+    )
+    return s.exec(q).first() is not None
+
+
+def _set_state(video: Video, at: str, state: VideoState | str, stage: str | None) -> None:
+    if at >= video.updated_at:  # events may arrive out of order across devices
+        video.state = state.value if isinstance(state, VideoState) else state
+        video.stage = stage
+        video.updated_at = at
+
+
+def _new(s: Session, ev: Event, video: Video, at: str) -> None:
+    video.source_name = str(ev.data.get("source_name") or video.source_name)
+    _set_state(video, at, VideoState.QUEUED, ev.stage)
+
+
+def _started(s: Session, ev: Event, video: Video, at: str) -> None:
+    row = _attempt(s, ev)
+    row.started_at, row.device = at, ev.device
+    if row.outcome == Outcome.RUNNING.value:
+        s.add(row)
+    _set_state(video, at, VideoState.PROCESSING, ev.stage)
+
+
+def _finished(outcome: Outcome) -> Callable[[Session, Event, Video, str], None]:
+    def apply(s: Session, ev: Event, video: Video, at: str) -> None:
+        if outcome is Outcome.ABANDONED and _completed(s, ev):
+            return  # the stage finished before its device stopped: nothing was abandoned
+        row = _attempt(s, ev)
+        row.outcome, row.finished_at, row.device = outcome.value, at, ev.device
+        row.duration_seconds = ev.data.get("duration_seconds")
+        row.route = ev.data.get("route")
+        row.error = ev.data.get("error") or ev.data.get("reason")
+        s.add(row)
+        if outcome in (Outcome.COMPLETED, Outcome.SKIPPED):
+            route, final = ev.data.get("route"), ev.data.get("final_state")
+            if route:
+                _set_state(video, at, VideoState.QUEUED, route)
+            else:
+                _set_state(video, at, final or VideoState.DONE, ev.stage)
+        elif outcome is Outcome.DEFERRED:
+            video.last_error = row.error
+            _set_state(video, at, VideoState.DEFERRED, ev.stage)
+        elif outcome is Outcome.FAILED:
+            video.last_error = row.error
+            _set_state(video, at, VideoState.FAILED, ev.stage)
+        elif outcome is Outcome.ABANDONED:
+            _set_state(video, at, VideoState.QUEUED, ev.stage)
+
+    return apply
+
+
+def _requeued(s: Session, ev: Event, video: Video, at: str) -> None:
+    _set_state(video, at, VideoState.QUEUED, ev.stage)
+
+
+_APPLY: dict[EventKind, Callable[[Session, Event, Video, str], None]] = {
+    EventKind.VIDEO_NEW: _new,
+    EventKind.STAGE_STARTED: _started,
+    EventKind.STAGE_COMPLETED: _finished(Outcome.COMPLETED),
+    EventKind.STAGE_SKIPPED: _finished(Outcome.SKIPPED),
+    EventKind.STAGE_DEFERRED: _finished(Outcome.DEFERRED),
+    EventKind.STAGE_FAILED: _finished(Outcome.FAILED),
+    EventKind.JOB_RECOVERED: _finished(Outcome.ABANDONED),
+    EventKind.JOB_REQUEUED: _requeued,
+}

@@ -1,0 +1,204 @@
+"""The watch loop: watchdog's inotify events for latency, a full rescan every N seconds for truth
+(inotify drops events on overflow and never sees other machines' writes on a network mount).
+
+One :class:`Runner` serves any mix of stage workers and the coordinator in one thread, round
+robin: ``dashspool watch`` is one worker, ``dashspool coordinator`` no worker, ``dashspool run``
+all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from watchers.clock import utcnow
+from watchers.config import Policies
+from watchers.coordinator import Coordinator
+from watchers.errors import StorageUnavailable
+from watchers.spool import DROPS, LEDGER_INBOX, Spool
+from watchers.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class _Wake:
+    """A watchdog handler that only sets an event (it runs on the observer's thread)."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+
+    def dispatch(self, event: Any) -> None:
+        if event.event_type in ("created", "moved", "closed"):
+            self.wake.set()
+
+
+class Runner:
+    def __init__(
+        self,
+        spool: Spool,
+        policies: Policies,
+        device: str,
+        workers: Sequence[Worker],
+        coordinator: Coordinator | None = None,
+        *,
+        until_idle: bool = False,
+        max_jobs: int | None = None,
+        use_events: bool = True,
+        stop: threading.Event | None = None,
+        on_job: Callable[[Worker], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.spool = spool
+        self.policies = policies
+        self.device = device
+        self.workers = list(workers)
+        self.coordinator = coordinator
+        self.until_idle = until_idle
+        self.max_jobs = max_jobs
+        self.use_events = use_events
+        self.stop = stop or threading.Event()
+        self.wake = threading.Event()
+        self.on_job = on_job
+        self.clock = clock
+        self.handled = 0
+        self.state = "starting"
+        self._observer: Any = None
+        self._beat_thread: threading.Thread | None = None
+        order = policies.order()
+        self._stages = [s for s in order if any(w.name == s for w in self.workers)]
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    # ----------------------------------------------------------------- setup
+    def _watch_dirs(self) -> list[str]:
+        dirs = [f"{w.name}/inbox" for w in self.workers]
+        if any(w.is_entry for w in self.workers):
+            dirs.append(DROPS)
+        if self.coordinator is not None:
+            dirs.append(LEDGER_INBOX)
+        return dirs
+
+    def _start_observer(self) -> None:
+        if not self.use_events or not self.spool.backend.watchable:
+            if self.use_events:
+                log.info("storage is a network mount: polling every %ss", self.policies.spool.rescan_seconds)
+            return
+        from watchdog.observers import Observer
+
+        observer = Observer()
+        handler = _Wake(self.wake)
+        for rel in self._watch_dirs():
+            path = self.spool.backend.local_path(rel)
+            if path is not None:
+                observer.schedule(handler, str(path), recursive=False)  # type: ignore[arg-type]
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def _heartbeat(self, state: str | None = None) -> None:
+        if state:
+            self.state = state
+        info: dict[str, Any] = {
+            "stage": ",".join(w.name for w in self.workers) or "coordinator",
+            "state": self.state,
+            "current_job": next((w.current_job for w in self.workers if w.current_job), None),
+            "jobs_handled": self.handled,
+        }
+        try:
+            self.spool.beat(self.device, info, self.clock())
+            if self.coordinator is not None and self.coordinator.device != self.device:
+                self.spool.beat(
+                    self.coordinator.device,
+                    {"stage": "coordinator", "state": self.state,
+                     "jobs": self.coordinator.schedule_info()},
+                    self.clock(),
+                )
+        except Exception as err:  # storage away: say so once, the loop handles the rest
+            log.warning("heartbeat not written: %s", err)
+
+    def _beat_loop(self) -> None:
+        every = self.policies.spool.heartbeat_seconds
+        while not self.stop.wait(every):
+            self._heartbeat()
+
+    # ------------------------------------------------------------------ loop
+    def loop_once(self, now: datetime | None = None) -> bool:
+        """One round: each worker may handle one job; the coordinator ingests the ledger."""
+        did = False
+        for w in self.workers:
+            if self.stop.is_set() or self._limit_reached():
+                break
+            if w.loop_once(now):
+                did = True
+                self.handled += 1
+                if self.on_job:
+                    self.on_job(w)
+        if self.coordinator is not None and self.coordinator.ingest(now):
+            did = True
+        return did
+
+    def _limit_reached(self) -> bool:
+        return self.max_jobs is not None and self.handled >= self.max_jobs
+
+    def idle(self) -> bool:
+        """Nothing pending for the stages served here, and the ledger has caught up."""
+        entry = any(w.is_entry for w in self.workers)
+        if self._stages and self.spool.busy(self._stages, drops=entry):
+            return False
+        return not (self.coordinator is not None and self.spool.ledger_backlog())
+
+    def run(self) -> int:
+        """Serve until stopped (or idle / max jobs). Returns the process exit code."""
+        self.spool.ensure_layout(self.policies.order())
+        self.spool.clean_staging(self.device)
+        for w in self.workers:
+            w.start()
+        if self.coordinator is not None:
+            self.coordinator.start()
+            self.coordinator.start_scheduler()
+        self._start_observer()
+        self._heartbeat("running")
+        self._beat_thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
+        self._beat_thread.start()
+        rescan = self.policies.spool.rescan_seconds
+        storage_down = False
+        try:
+            while not self.stop.is_set() and not self._limit_reached():
+                try:
+                    did = self.loop_once()
+                    if storage_down:
+                        log.info("storage is back")
+                        storage_down = False
+                        self._heartbeat("running")
+                except StorageUnavailable as err:
+                    if not storage_down:
+                        log.warning("waiting for storage: %s", err)
+                        storage_down = True
+                        self._heartbeat("waiting-for-storage")
+                    self.stop.wait(min(rescan, 5.0))
+                    continue
+                if did:
+                    continue
+                timeout = rescan
+                if self.until_idle:
+                    if self.idle() and self.idle():
+                        break
+                    timeout = min(rescan, 0.1)  # others are still working: look again soon
+                self.wake.wait(timeout)
+                self.wake.clear()
+                for w in self.workers:
+                    w.mark_dirty()  # an event or the periodic rescan: list the inbox again
+        finally:
+            self.stop.set()
+            if self._observer is not None:
+                self._observer.stop()
+                self._observer.join(timeout=5)
+            if self.coordinator is not None:
+                self.coordinator.stop_scheduler()
+            self._heartbeat("stopped")
+        return 0

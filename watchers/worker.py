@@ -1,0 +1,430 @@
+"""The worker: one stage on one device, owning the whole life of a job.
+
+``loop_once(now)`` claims at most one job and carries it to a final state for this stage:
+completed (outputs published, event written, claim moved to ``done/``), skipped, deferred or
+failed. Cross-cutting behaviour wraps ``stage.process`` as middleware (in-process retries now;
+time limits and metrics slot into the same list).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import tenacity
+
+from watchers.clock import iso, utcnow
+from watchers.config import Policies, RetrySettings
+from watchers.errors import (
+    AlreadyExists,
+    BadJob,
+    NotFound,
+    PermanentError,
+    RetryLater,
+    SkipJob,
+    StorageUnavailable,
+    TransientError,
+)
+from watchers.logs import context
+from watchers.sidecar import Event, EventKind, HistoryEntry, Sidecar
+from watchers.spool import Claim, Spool
+from watchers.stage import Context, Stage
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (TransientError, StorageUnavailable, OSError)
+
+
+class Middleware(Protocol):
+    def around(self, ctx: Context, call: Callable[[], None]) -> None: ...
+
+
+class InProcessRetries:
+    """Retry transient errors a few times with jittered exponential backoff (tenacity), waiting
+    on the stop event so a shutdown is never delayed by a backoff."""
+
+    def __init__(self, settings: RetrySettings, stop: threading.Event) -> None:
+        self.settings = settings
+        self.stop = stop
+
+    def around(self, ctx: Context, call: Callable[[], None]) -> None:
+        s = self.settings
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            err = state.outcome.exception() if state.outcome else None
+            ctx.log.warning("attempt %d failed (%s); retrying", state.attempt_number, err)
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TRANSIENT),
+            stop=tenacity.stop_after_attempt(s.in_process_attempts),
+            wait=tenacity.wait_exponential_jitter(
+                initial=s.in_process_initial_seconds, max=s.in_process_max_seconds
+            ),
+            sleep=self.stop.wait,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        retrying(call)
+
+
+def backoff_seconds(settings: RetrySettings, attempts: int) -> float:
+    base = min(settings.defer_initial_seconds * 2 ** max(0, attempts - 1), settings.defer_max_seconds)
+    return base * random.uniform(0.9, 1.1)
+
+
+def error_record(
+    err: BaseException | str, *, claim: Claim, attempts: int, now: datetime
+) -> dict[str, Any]:
+    if isinstance(err, BaseException):
+        kind, message = type(err).__name__, str(err) or repr(err)
+        tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    else:
+        kind, message, tb = "Abandoned", err, ""
+    return {
+        "type": kind,
+        "message": message,
+        "stage": claim.stage,
+        "job": claim.job,
+        "attempts": attempts,
+        "device": claim.device,
+        "time": iso(now),
+        "traceback": tb,
+    }
+
+
+def job_event(
+    kind: EventKind,
+    claim: Claim,
+    now: datetime,
+    *,
+    event_id: str | None = None,
+    attempt: int = 0,
+    **data: Any,
+) -> Event:
+    sc = claim.sidecar
+    if sc is not None:
+        data.setdefault("source_name", sc.source_name)
+        data.setdefault("priority", sc.priority)
+        data.setdefault("recorded_at", sc.recorded_at)
+    return Event(
+        event_id=event_id or Event.random_id(),
+        kind=kind,
+        at=now,
+        device=claim.device,
+        stage=claim.stage,
+        job=claim.job,
+        video_id=sc.video_id if sc else None,
+        attempt=attempt,
+        data=data,
+    )
+
+
+def return_claim(spool: Spool, policies: Policies, claim: Claim, now: datetime, why: str) -> str:
+    """Give back a claim whose holder stopped mid-job (own restart or reaped): to the inbox with
+    attempts + 1, or to ``failed/`` once the attempts are used up. Returns where it went."""
+    if spool.incomplete_adoption(claim):
+        spool.drop_claim(claim)
+        return "dropped"
+    try:
+        sidecar = spool.load(claim)
+    except BadJob:
+        return "inbox" if spool.requeue(claim) else "failed"  # the next claim fails it with a reason
+    attempts = sidecar.attempts + 1
+    if attempts >= policies.retry.max_attempts:
+        message = f"{why} {attempts} times while working on it; giving up"
+        spool.fail(claim, error_record(message, claim=claim, attempts=attempts, now=now))
+        spool.emit(
+            job_event(EventKind.STAGE_FAILED, claim, now, attempt=attempts, error=message)
+        )
+        return "failed"
+    spool.rewrite(claim, sidecar.model_copy(update={"attempts": attempts, "last_error": why}))
+    spool.emit(job_event(EventKind.JOB_RECOVERED, claim, now, attempt=attempts, reason=why))
+    return "inbox" if spool.requeue(claim) else "failed"
+
+
+class Worker:
+    def __init__(
+        self,
+        spool: Spool,
+        policies: Policies,
+        stage: Stage,
+        device: str,
+        *,
+        stop: threading.Event | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.spool = spool
+        self.policies = policies
+        self.stage = stage
+        self.name = stage.name
+        self.device = device
+        self.next_stages = policies.stages[self.name].next
+        self.terminal_state = policies.stages[self.name].terminal_state
+        self.is_entry = self.name == policies.pipeline.entry
+        self.stop = stop or threading.Event()
+        self.middleware = list(
+            middleware if middleware is not None else [InProcessRetries(policies.retry, self.stop)]
+        )
+        self.clock = clock
+        self.current_job: str | None = None
+        self.handled = 0
+        self._candidates: list[str] = []
+        self._dirty = True
+        self._settle: dict[str, tuple[tuple[int, float], datetime]] = {}
+        self._next_release: datetime | None = None
+
+    # ------------------------------------------------------------------ start
+    def start(self, now: datetime | None = None) -> int:
+        """Take back this device's own claims of this stage (a crash or kill -9 left them)."""
+        now = now or self.clock()
+        n = 0
+        for claim in self.spool.claims_of(self.device, [self.name]):
+            with context(job=claim.job):
+                where = return_claim(self.spool, self.policies, claim, now, "the device stopped")
+                log.info("recovered own claim -> %s", where)
+            n += 1
+        return n
+
+    def mark_dirty(self) -> None:
+        self._dirty = True
+
+    # ------------------------------------------------------------------- loop
+    def loop_once(self, now: datetime | None = None) -> bool:
+        """Claim and handle at most one job. False when there was nothing to do."""
+        now = now or self.clock()
+        if self.spool.is_paused(self.name):
+            return False
+        self._release_due(now)
+        claim = self._next_claim(now)
+        if claim is None:
+            return False
+        self.handle(claim, now)
+        return True
+
+    def _release_due(self, now: datetime) -> None:
+        if self._next_release is not None and now < self._next_release:
+            return
+        self._next_release = now + timedelta(seconds=self.policies.spool.rescan_seconds)
+        for job in self.spool.deferred_due(self.name, now):
+            if self.spool.release(self.name, job):
+                log.info("%s released from deferred", job)
+                self._dirty = True
+
+    def _next_claim(self, now: datetime) -> Claim | None:
+        for _ in range(2):
+            if self._dirty or not self._candidates:
+                self._candidates = self.spool.pending(self.name)
+                self._dirty = False
+            while self._candidates:
+                job = self._candidates.pop(0)
+                try:
+                    claim = self.spool.claim(self.name, job, self.device)
+                except BadJob as err:
+                    log.warning("%s: %s", job, err)
+                    continue
+                if claim is not None:
+                    return claim
+            if self.is_entry:
+                claim = self._adopt_drop(now)
+                if claim is not None:
+                    return claim
+            if not self._dirty:
+                break
+        return None
+
+    def _adopt_drop(self, now: datetime) -> Claim | None:
+        settle = self.policies.spool.settle_seconds
+        seen: set[str] = set()
+        for entry in self.spool.drops():
+            seen.add(entry.name)
+            if entry.kind == "dir":
+                continue  # card dumps and date folders: the ingest stage walks trees
+            if entry.kind != "file":
+                what = "a symbolic link" if entry.kind == "link" else "not a regular file"
+                self._reject(entry, f"not a regular file: {what}", now)
+                continue
+            sig = (entry.size, entry.mtime)
+            first = self._settle.get(entry.name)
+            if first is None or first[0] != sig:
+                self._settle[entry.name] = (sig, now)
+                if settle > 0:
+                    continue
+            elif (now - first[1]).total_seconds() < settle:
+                continue
+            try:
+                claim = self.spool.adopt(entry, self.name, self.device, now)
+            except AlreadyExists as err:
+                self.spool.duplicate_drop(entry, str(err), self.device, now)
+                continue
+            if claim is None:
+                continue
+            self._settle.pop(entry.name, None)
+            with context(job=claim.job):
+                log.info("adopted drop %r", entry.name)
+            self.spool.emit(job_event(EventKind.VIDEO_NEW, claim, now))
+            return claim
+        for gone in set(self._settle) - seen:
+            del self._settle[gone]
+        return None
+
+    def _reject(self, entry: Any, reason: str, now: datetime) -> None:
+        dst = self.spool.reject_drop(entry, reason, self.device, now)
+        if dst is None:
+            return
+        log.warning("rejected drop %r: %s", entry.name, reason)
+        self.spool.emit(
+            Event(
+                event_id=Event.random_id(),
+                kind=EventKind.DROP_REJECTED,
+                at=now,
+                device=self.device,
+                stage=self.name,
+                data={"source_name": entry.name, "reason": reason, "moved_to": dst},
+            )
+        )
+
+    # ----------------------------------------------------------------- handle
+    def handle(self, claim: Claim, now: datetime) -> None:
+        self.current_job = claim.job
+        self.handled += 1
+        try:
+            with context(job=claim.job):
+                self._handle(claim, now)
+        finally:
+            self.current_job = None
+
+    def _handle(self, claim: Claim, now: datetime) -> None:
+        spool = self.spool
+        try:
+            sidecar = spool.load(claim)
+        except NotFound:
+            return
+        except BadJob as err:
+            self._fail(claim, err, attempts=0, now=now)
+            return
+        log.info("claimed (attempt %d)", sidecar.attempts + 1)
+        attempt = sidecar.attempts + 1
+        done_id = Event.stable_id(claim.job, claim.stage, "completed")
+        for nxt in self.next_stages:
+            where = spool.locate(nxt, claim.job)
+            if where is not None:  # a previous attempt published already: just finish
+                log.info("output already in %s/%s; finishing", nxt, where)
+                spool.emit(
+                    job_event(EventKind.STAGE_COMPLETED, claim, now, event_id=done_id,
+                              attempt=attempt, route=nxt, final_state=None, duration_seconds=0.0)
+                )
+                spool.finish(claim)
+                return
+        spool.emit(job_event(EventKind.STAGE_STARTED, claim, now, attempt=attempt))
+        staging = spool.staging(self.device, claim.job) if self.next_stages else None
+        ctx = Context(
+            spool=spool,
+            claim=claim,
+            staging=staging,
+            next_stages=self.next_stages,
+            now=now,
+            log=logging.LoggerAdapter(logging.getLogger(f"stages.{self.name}"), {}),
+        )
+        t0 = time.monotonic()
+        try:
+            self._call(ctx)
+            duration = time.monotonic() - t0
+            route = ctx.routed or (self.next_stages[0] if self.next_stages else None)
+            if spool.backend.stat(claim.rel) is None:  # fenced: reaped while we worked
+                log.warning("claim was taken from this device while it worked; dropping result")
+                return
+            if route is not None and staging is not None:
+                out = self._next_sidecar(sidecar, ctx, route, now, duration)
+                published = spool.publish(staging, out, route)
+                if not published:
+                    log.info("output already in %s/inbox", route)
+            final = None if route else self.terminal_state
+            spool.emit(
+                job_event(EventKind.STAGE_COMPLETED, claim, now, event_id=done_id,
+                          attempt=attempt, route=route, final_state=final,
+                          duration_seconds=round(duration, 6), facts=ctx.facts)
+            )
+            spool.finish(claim)
+            log.info("completed in %.3fs -> %s", duration, route or final)
+        except SkipJob as err:
+            spool.emit(job_event(EventKind.STAGE_SKIPPED, claim, now, attempt=attempt,
+                                 reason=str(err), final_state=self.terminal_state))
+            spool.finish(claim)
+            log.info("skipped: %s", err)
+        except PermanentError as err:
+            self._fail(claim, err, attempts=attempt, now=now)
+        except RetryLater as err:
+            self._defer(claim, sidecar, err, attempt, now, err.delay_seconds)
+        except Exception as err:  # a stage bug or an exhausted transient error
+            if attempt >= self.policies.retry.max_attempts:
+                self._fail(claim, err, attempts=attempt, now=now)
+            else:
+                self._defer(claim, sidecar, err, attempt, now, None)
+        finally:
+            ctx.cleanup()
+            if staging is not None:
+                staging.discard()
+
+    def _call(self, ctx: Context) -> None:
+        def call() -> None:
+            self.stage.process(ctx.job, ctx)
+
+        for mw in reversed(self.middleware):
+            call = (lambda m, inner: lambda: m.around(ctx, inner))(mw, call)
+        call()
+
+    def _next_sidecar(
+        self, sidecar: Sidecar, ctx: Context, route: str, now: datetime, duration: float
+    ) -> Sidecar:
+        facts = dict(sidecar.facts)
+        if ctx.facts:
+            facts[self.name] = ctx.facts
+        entry = HistoryEntry(
+            stage=self.name, device=self.device, finished_at=now,
+            duration_seconds=round(duration, 6), route=route,
+        )
+        update: dict[str, Any] = {
+            **ctx.updates,
+            "stage": route,
+            "attempts": 0,
+            "not_before": None,
+            "last_error": None,
+            "facts": facts,
+            "refs": ctx.refs,
+            "history": (*sidecar.history, entry),
+        }
+        return sidecar.model_copy(update=update)
+
+    def _defer(
+        self,
+        claim: Claim,
+        sidecar: Sidecar,
+        err: BaseException,
+        attempt: int,
+        now: datetime,
+        delay: float | None,
+    ) -> None:
+        delay = backoff_seconds(self.policies.retry, attempt) if delay is None else delay
+        until = now + timedelta(seconds=delay)
+        message = str(err) or type(err).__name__
+        self.spool.defer(
+            claim,
+            sidecar.model_copy(update={"attempts": attempt, "not_before": until, "last_error": message}),
+        )
+        self.spool.emit(job_event(EventKind.STAGE_DEFERRED, claim, now, attempt=attempt,
+                                  error=message, not_before=iso(until)))
+        log.warning("deferred until %s after attempt %d: %s", iso(until), attempt, message)
+
+    def _fail(self, claim: Claim, err: BaseException, *, attempts: int, now: datetime) -> None:
+        record = error_record(err, claim=claim, attempts=attempts, now=now)
+        where = self.spool.fail(claim, record)
+        self.spool.emit(job_event(EventKind.STAGE_FAILED, claim, now, attempt=attempts,
+                                  error=record["message"], error_type=record["type"]))
+        log.error("failed -> %s: %s", where, record["message"])
