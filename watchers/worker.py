@@ -64,7 +64,7 @@ class InProcessRetries:
             retry=tenacity.retry_if_exception_type(TRANSIENT),
             stop=tenacity.stop_after_attempt(s.in_process_attempts),
             wait=tenacity.wait_exponential_jitter(
-                initial=s.in_process_initial_seconds, max=s.in_process_max_seconds
+                multiplier=s.in_process_initial_seconds, max=s.in_process_max_seconds
             ),
             sleep=self.stop.wait,
             before_sleep=before_sleep,
@@ -127,8 +127,16 @@ def job_event(
 
 def return_claim(spool: Spool, policies: Policies, claim: Claim, now: datetime, why: str) -> str:
     """Give back a claim whose holder stopped mid-job (own restart or reaped): to the inbox with
-    attempts + 1, or to ``failed/`` once the attempts are used up. Returns where it went."""
-    if spool.incomplete_adoption(claim):
+    attempts + 1, or to ``failed/`` once the attempts are used up. Returns where it went
+    ("gone" when someone else moved it first)."""
+    try:
+        return _return_claim(spool, policies, claim, now, why)
+    except NotFound:
+        return "gone"
+
+
+def _return_claim(spool: Spool, policies: Policies, claim: Claim, now: datetime, why: str) -> str:
+    if claim.stage == policies.pipeline.entry and spool.incomplete_adoption(claim):
         spool.drop_claim(claim)
         return "dropped"
     try:
@@ -311,7 +319,8 @@ class Worker:
             return
         log.info("claimed (attempt %d)", sidecar.attempts + 1)
         attempt = sidecar.attempts + 1
-        done_id = Event.stable_id(claim.job, claim.stage, "completed")
+        # the same transition of the same attempt always gets the same id: ingested once
+        done_id = Event.stable_id(claim.job, claim.stage, "completed", attempt)
         for nxt in self.next_stages:
             where = spool.locate(nxt, claim.job)
             if where is not None:  # a previous attempt published already: just finish
