@@ -74,11 +74,13 @@ class BackendContract:
             winners: list[int] = []
             barrier = threading.Barrier(4)
 
-            def race(i: int, r: int = round_) -> None:
-                barrier.wait()
+            def race(
+                i: int, r: int = round_, b: threading.Barrier = barrier, won: list[int] = winners
+            ) -> None:
+                b.wait()
                 try:
                     backend.rename(f"job{r}", f"claimed{r}-{i}")
-                    winners.append(i)
+                    won.append(i)
                 except NotFound:
                     pass
 

@@ -23,11 +23,21 @@ TESTDATA = Path(os.environ.get("DASHSPOOL_TESTDATA", REPO.parent / "shared" / "t
 def chain_settings(stages: tuple[str, ...] = ("a", "b", "c"), **sections: Any) -> dict[str, Any]:
     """Settings for a chain of copy stages, fast retries and no settle time."""
     data: dict[str, Any] = {
-        "spool": {"path": "spool", "settle_seconds": 0, "rescan_seconds": 0.2,
-                  "heartbeat_seconds": 0.5, "lease_seconds": 5},
-        "retry": {"in_process_attempts": 2, "in_process_initial_seconds": 0,
-                  "in_process_max_seconds": 0, "defer_initial_seconds": 0,
-                  "defer_max_seconds": 0, "max_attempts": 3},
+        "spool": {
+            "path": "spool",
+            "settle_seconds": 0,
+            "rescan_seconds": 0.2,
+            "heartbeat_seconds": 0.5,
+            "lease_seconds": 5,
+        },
+        "retry": {
+            "in_process_attempts": 2,
+            "in_process_initial_seconds": 0,
+            "in_process_max_seconds": 0,
+            "defer_initial_seconds": 0,
+            "defer_max_seconds": 0,
+            "max_attempts": 3,
+        },
         "pipeline": {"entry": stages[0]},
         "stages": {
             name: {"type": "copy", "next": [stages[i + 1]] if i + 1 < len(stages) else []}

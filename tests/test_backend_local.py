@@ -4,8 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from backend_contract import BackendContract
+
 from watchers.backends import open_backend
 from watchers.backends.base import Backend
 from watchers.backends.local import LocalBackend, mount_fstype

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import Pipeline, drop, listing
+
 from watchers.clock import utcnow
 from watchers.sidecar import Sidecar
 from watchers.spool import Spool
@@ -19,8 +19,14 @@ JOB = "2024_0101_120000_bad-abcdef"
 
 
 def sidecar_dict(**override: object) -> dict[str, object]:
-    base = Sidecar(job=JOB, video_id="abcdef", source_name="bad.MP4", stage="b",
-                   created_at=utcnow(), files=("data.bin",)).model_dump(mode="json")
+    base = Sidecar(
+        job=JOB,
+        video_id="abcdef",
+        source_name="bad.MP4",
+        stage="b",
+        created_at=utcnow(),
+        files=("data.bin",),
+    ).model_dump(mode="json")
     base.update(override)
     return base
 
@@ -41,6 +47,12 @@ def _outside(root: Path) -> Path:
     outside.mkdir(exist_ok=True)
     (outside / "secret").write_text("do not touch")
     return outside
+
+
+def _ref_through_link(root: Path) -> None:
+    (root.parent / "raw").mkdir(exist_ok=True)
+    os.symlink(_outside(root), root.parent / "raw" / "link")  # raw/link -> outside the roots
+    put_job(root, sidecar_dict(refs={"video": "raw:link/secret"}))
 
 
 CASES: dict[str, tuple[Callable[[Path], None], str]] = {
@@ -73,12 +85,7 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         "unknown root",
     ),
     "ref escaping by symlink": (
-        lambda r: (
-            (r.parent / "raw").mkdir(exist_ok=True),
-            os.symlink(_outside(r), r.parent / "raw" / "link"),
-            put_job(r, sidecar_dict(refs={"video": "raw:link/secret"})),
-        )
-        and None,
+        lambda r: _ref_through_link(r),
         "resolves outside",
     ),
     "symlink as job": (

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import chain_settings, listing, write_settings
+
 from watchers import app
 from watchers.clock import utcnow
 from watchers.config import load
@@ -29,7 +29,10 @@ def cli(cfg: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "watchers.cli", "--log-level", "WARNING", *args],
-            cwd=cfg.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=cfg.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -52,8 +55,17 @@ def test_four_processes_claim_each_of_1000_jobs_exactly_once(tmp_path: Path) -> 
         name = f"2024_0101_{i:06d}_race-{i:06x}"
         staging = spool.staging("producer", name)
         staging.path("data.bin").write_bytes(b"%d" % i)
-        spool.publish(staging, Sidecar(job=name, video_id=f"{i:06x}", source_name=f"{i}.MP4",
-                                       stage="a", created_at=utcnow()), "a")
+        spool.publish(
+            staging,
+            Sidecar(
+                job=name,
+                video_id=f"{i:06x}",
+                source_name=f"{i}.MP4",
+                stage="a",
+                created_at=utcnow(),
+            ),
+            "a",
+        )
         names.append(name)
     procs = [
         cli(cfg, "watch", "a", "--device-id", f"w{n}", "--until-idle", log=tmp_path / f"w{n}.log")
@@ -115,8 +127,10 @@ def test_kill_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: Path) 
 
     # restart every role once more and let the pipeline drain
     for key in ("co", "wa", "wb", "wc", "co"):
-        finish(cli(cfg, *roles[key], "--until-idle", log=tmp_path / f"{key}.log"),
-               tmp_path / f"{key}.log")
+        finish(
+            cli(cfg, *roles[key], "--until-idle", log=tmp_path / f"{key}.log"),
+            tmp_path / f"{key}.log",
+        )
 
     done = listing(spool, "c/done")
     assert len(done) == 500, f"{len(done)} jobs reached the end"
@@ -134,7 +148,10 @@ def test_kill_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: Path) 
     ledger = app.open_ledger(policies, read_only=True)
     assert ledger.counts() == {"done": 500}
     assert {v.job for v in ledger.videos(limit=1000)} == set(done)
-    recovered = [e for e in ledger.events_since(utcnow().replace(year=2000), 100_000)
-                 if e.kind == "job.recovered"]
+    recovered = [
+        e
+        for e in ledger.events_since(utcnow().replace(year=2000), 100_000)
+        if e.kind == "job.recovered"
+    ]
     assert kills >= 20
     assert recovered, "no kill landed while a job was claimed: the test exercised nothing"

@@ -9,9 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from conftest import Pipeline, drop, listing
+from sqlmodel import select
+
 from stages.copy import CopyStage
 from watchers import app
 from watchers.backends.local import LocalBackend
@@ -22,10 +22,11 @@ from watchers.ledger import StageAttempt
 from watchers.sidecar import Sidecar
 from watchers.spool import Spool
 from watchers.worker import Worker
-from sqlmodel import select
 
 
-def make_job(spool: Spool, stage: str, name: str = "2024_0101_120000_x-abcdef", **fields: Any) -> str:
+def make_job(
+    spool: Spool, stage: str, name: str = "2024_0101_120000_x-abcdef", **fields: Any
+) -> str:
     staging = spool.staging("producer", name)
     staging.path("data.bin").write_bytes(b"data")
     fields.setdefault("created_at", utcnow())
@@ -45,11 +46,17 @@ def test_drop_flows_through_the_chain_with_its_bytes(pipeline: Pipeline, spool: 
         assert listing(spool, f"{stage}/inbox") == []
         assert listing(spool, f"{stage}/work/dev1") == []
         assert listing(spool, f"{stage}/done") == [job]
-    assert (spool.backend.local_root / "c/done" / job / "2024_0101_123456_000120F.MP4").read_bytes() == b"video bytes"  # type: ignore[operator]
+    assert (
+        spool.backend.local_root / "c/done" / job / "2024_0101_123456_000120F.MP4"
+    ).read_bytes() == b"video bytes"  # type: ignore[operator]
     sidecar = spool.read_sidecar_at(f"c/done/{job}")
     assert [h.stage for h in sidecar.history] == ["a", "b"]
     video = pipeline.coordinator.ledger.videos()[0]
-    assert (video.state, video.source_name, video.job) == ("done", "2024_0101_123456_000120F.MP4", job)
+    assert (video.state, video.source_name, video.job) == (
+        "done",
+        "2024_0101_123456_000120F.MP4",
+        job,
+    )
     assert listing(spool, ".tmp") == []
 
 
@@ -57,8 +64,13 @@ def test_publish_is_invisible_until_the_rename(spool: Spool) -> None:
     staging = spool.staging("dev", "2024_0101_120000_x-abcdef")
     staging.path("big.bin").write_bytes(b"x" * 1000)
     assert listing(spool, "a/inbox") == []  # written, not yet published
-    sidecar = Sidecar(job="2024_0101_120000_x-abcdef", video_id="abcdef", source_name="x",
-                      stage="a", created_at=utcnow())
+    sidecar = Sidecar(
+        job="2024_0101_120000_x-abcdef",
+        video_id="abcdef",
+        source_name="x",
+        stage="a",
+        created_at=utcnow(),
+    )
     assert spool.publish(staging, sidecar, "a")
     assert listing(spool, "a/inbox") == ["2024_0101_120000_x-abcdef"]
     assert listing(spool, ".tmp") == []
@@ -66,7 +78,9 @@ def test_publish_is_invisible_until_the_rename(spool: Spool) -> None:
     again = spool.staging("dev", "2024_0101_120000_x-abcdef")
     again.path("big.bin").write_bytes(b"different")
     assert not spool.publish(again, sidecar, "a")
-    assert (spool.backend.local_root / "a/inbox/2024_0101_120000_x-abcdef/big.bin").read_bytes() == b"x" * 1000  # type: ignore[operator]
+    assert (
+        spool.backend.local_root / "a/inbox/2024_0101_120000_x-abcdef/big.bin"
+    ).read_bytes() == b"x" * 1000  # type: ignore[operator]
 
 
 def test_claim_is_exclusive(spool: Spool) -> None:
@@ -121,7 +135,9 @@ def test_transient_errors_are_retried_in_process(spool: Spool, policies: Policie
     assert listing(spool, "b/inbox") == ["2024_0101_120000_x-abcdef"]
 
 
-def test_repeated_failure_defers_then_fails_with_error_file(spool: Spool, policies: Policies) -> None:
+def test_repeated_failure_defers_then_fails_with_error_file(
+    spool: Spool, policies: Policies
+) -> None:
     Flaky.failures = 100
     w = _worker(spool, policies)
     job = make_job(spool, "a")
@@ -138,7 +154,9 @@ def test_repeated_failure_defers_then_fails_with_error_file(spool: Spool, polici
     assert listing(spool, "a/failed") == [job, f"{job}.error.json"]
     error = json.loads((spool.backend.local_root / f"a/failed/{job}.error.json").read_text())  # type: ignore[operator]
     assert error["type"] == "TransientError" and error["message"] == "NAS busy"
-    assert error["attempts"] == 3 and error["device"] == "dev1" and "Traceback" in error["traceback"]
+    assert (
+        error["attempts"] == 3 and error["device"] == "dev1" and "Traceback" in error["traceback"]
+    )
     assert (spool.backend.local_root / f"a/failed/{job}/data.bin").read_bytes() == b"data"  # type: ignore[operator]
     Flaky.failures = 0
 
@@ -206,11 +224,20 @@ def test_drops_settle_and_partial_names_are_ignored(spool: Spool, make_policies:
     assert not w.loop_once(now + timedelta(seconds=8))  # changed at 4 s: not yet settled
     assert w.loop_once(now + timedelta(seconds=10))
     assert sorted(listing(spool, "inbox")) == sorted(
-        [".hidden.MP4", "backup~", "clip.MP4.part", "download.crdownload", "duplicates",
-         "rejected", "x.tmp"]
+        [
+            ".hidden.MP4",
+            "backup~",
+            "clip.MP4.part",
+            "download.crdownload",
+            "duplicates",
+            "rejected",
+            "x.tmp",
+        ]
     )
     (job,) = listing(spool, "b/inbox")
-    assert (spool.backend.local_root / "b/inbox" / job / "clip.MP4").read_bytes() == b"first half, second half"  # type: ignore[operator]
+    assert (
+        spool.backend.local_root / "b/inbox" / job / "clip.MP4"
+    ).read_bytes() == b"first half, second half"  # type: ignore[operator]
 
 
 def test_ledger_ingestion_is_idempotent(pipeline: Pipeline, spool: Spool) -> None:
@@ -228,7 +255,9 @@ def test_ledger_ingestion_is_idempotent(pipeline: Pipeline, spool: Spool) -> Non
     with pipeline.coordinator.ledger.reading() as s:
         rows = s.exec(select(StageAttempt)).all()
     assert sorted((r.stage, r.outcome) for r in rows) == [
-        ("a", "completed"), ("b", "completed"), ("c", "completed")
+        ("a", "completed"),
+        ("b", "completed"),
+        ("c", "completed"),
     ]
 
 
@@ -241,8 +270,16 @@ class Crash(BaseException):
 
 
 class CrashingBackend(LocalBackend):
-    MUTATING = ("write_bytes", "open_write", "replace", "rename", "makedirs", "remove_file",
-                "remove_dir", "fsync_dir")
+    MUTATING = (
+        "write_bytes",
+        "open_write",
+        "replace",
+        "rename",
+        "makedirs",
+        "remove_file",
+        "remove_dir",
+        "fsync_dir",
+    )
 
     def __init__(self, root: Path, crash_at: int | None) -> None:
         super().__init__(root)
@@ -253,12 +290,14 @@ class CrashingBackend(LocalBackend):
     def __getattribute__(self, name: str) -> Any:
         attr = super().__getattribute__(name)
         if name in CrashingBackend.MUTATING:
+
             def counted(*args: Any, **kwargs: Any) -> Any:
                 self.ops += 1
                 self.trace.append(f"{name}{args}")
                 if self.crash_at is not None and self.ops == self.crash_at:
                     raise Crash(f"crash at op {self.ops}: {name}{args}")
                 return attr(*args, **kwargs)
+
             return counted
         return attr
 
@@ -287,7 +326,9 @@ def _run_once(policies: Policies, crash_at: int | None) -> tuple[int, bool]:
         p.close()
 
 
-def test_recovery_repairs_a_crash_at_every_storage_operation(make_policies: Any, tmp_path: Path) -> None:
+def test_recovery_repairs_a_crash_at_every_storage_operation(
+    make_policies: Any, tmp_path: Path
+) -> None:
     policies = make_policies(stages=("a", "b"), retry={"max_attempts": 10})
     spool_dir = Path(policies.spool_url)
     clean_ops, crashed = _run_once_with_drop(policies, spool_dir, None)
@@ -300,7 +341,7 @@ def test_recovery_repairs_a_crash_at_every_storage_operation(make_policies: Any,
         _run_once(policies, None)
         spool = app.open_spool(policies)
         where = f"after a crash at op {n}"
-        (job,) = listing(spool, "b/done"), 
+        (job,) = (listing(spool, "b/done"),)
         assert len(job) == 1, f"{where}: b/done = {job}"
         for stage in ("a", "b"):
             assert listing(spool, f"{stage}/inbox") == [], where
@@ -328,7 +369,9 @@ def _reset(tmp_path: Path) -> None:
             p.unlink()
 
 
-def _run_once_with_drop(policies: Policies, spool_dir: Path, crash_at: int | None) -> tuple[int, bool]:
+def _run_once_with_drop(
+    policies: Policies, spool_dir: Path, crash_at: int | None
+) -> tuple[int, bool]:
     (spool_dir / "inbox").mkdir(parents=True, exist_ok=True)
     (spool_dir / "inbox" / "clip.MP4").write_bytes(b"precious")
     return _run_once(policies, crash_at)

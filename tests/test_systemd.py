@@ -50,12 +50,28 @@ def parse_unit(path: Path) -> Unit:
 
 
 _SPAN_UNITS = {
-    "us": 1e-6, "usec": 1e-6, "ms": 1e-3, "msec": 1e-3,
-    "s": 1, "sec": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
-    "w": 604800, "week": 604800, "weeks": 604800,
+    "us": 1e-6,
+    "usec": 1e-6,
+    "ms": 1e-3,
+    "msec": 1e-3,
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hr": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
+    "w": 604800,
+    "week": 604800,
+    "weeks": 604800,
 }
 
 
@@ -163,7 +179,10 @@ def _verify(unit: Path) -> subprocess.CompletedProcess[str]:
     assert ANALYZE is not None
     return subprocess.run(
         [ANALYZE, "verify", "--man=no", str(unit)],
-        capture_output=True, text=True, timeout=60, cwd=unit.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=unit.parent,
     )
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import chain_settings, drop, listing, write_settings
+
 from watchers import app
 from watchers.config import Policies
 from watchers.spool import Spool
@@ -34,7 +34,9 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         timer.cancel()
 
 
-def start_runner(spool: Spool, policies: Policies, **kwargs: Any) -> tuple[Runner, threading.Thread]:
+def start_runner(
+    spool: Spool, policies: Policies, **kwargs: Any
+) -> tuple[Runner, threading.Thread]:
     stop = threading.Event()
     workers = app.build_workers(spool, policies, policies.order(), "dev1", stop)
     runner = Runner(spool, policies, "dev1", workers, stop=stop, **kwargs)
@@ -95,9 +97,20 @@ def test_sigterm_finishes_the_job_in_hand_then_exits(tmp_path: Path) -> None:
     (tmp_path / "spool/inbox").mkdir(parents=True)
     (tmp_path / "spool/inbox/clip.MP4").write_bytes(b"x")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "watchers.cli", "--config", str(cfg), "watch", "a",
-         "--device-id", "d1"],
-        cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "watchers.cli",
+            "--config",
+            str(cfg),
+            "watch",
+            "a",
+            "--device-id",
+            "d1",
+        ],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     for line in proc.stderr:  # wait until the job is claimed and the slow stage is running
@@ -117,8 +130,17 @@ def test_second_signal_aborts_and_the_next_start_recovers(tmp_path: Path) -> Non
     cfg = write_settings(tmp_path / "policies.toml", settings)
     (tmp_path / "spool/inbox").mkdir(parents=True)
     (tmp_path / "spool/inbox/clip.MP4").write_bytes(b"x")
-    args = [sys.executable, "-m", "watchers.cli", "--config", str(cfg), "watch", "a",
-            "--device-id", "d1"]
+    args = [
+        sys.executable,
+        "-m",
+        "watchers.cli",
+        "--config",
+        str(cfg),
+        "watch",
+        "a",
+        "--device-id",
+        "d1",
+    ]
     proc = subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -132,8 +154,9 @@ def test_second_signal_aborts_and_the_next_start_recovers(tmp_path: Path) -> Non
     _, rest = proc.communicate(timeout=30)
     assert proc.returncode == 130, rest
     assert len(list((tmp_path / "spool/a/work/d1").iterdir())) == 1  # claim left for recovery
-    again = subprocess.run([*args, "--until-idle"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=60)
+    again = subprocess.run(
+        [*args, "--until-idle"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert again.returncode == 0, again.stderr
     assert "recovered own claim" in again.stderr
     assert len(list((tmp_path / "spool/b/inbox").iterdir())) == 1

@@ -72,7 +72,9 @@ def build_coordinator(spool: Spool, policies: Policies) -> Coordinator:
     return Coordinator(spool, policies, open_ledger(policies))
 
 
-def device_state(rec: dict[str, Any], policies: Policies, now: datetime) -> tuple[str, float | None]:
+def device_state(
+    rec: dict[str, Any], policies: Policies, now: datetime
+) -> tuple[str, float | None]:
     last = rec.get("last_beat_at")
     if last is None:
         return "unknown", None

@@ -22,7 +22,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from watchers import __version__, app as wiring, logs
+from watchers import __version__, logs
+from watchers import app as wiring
 from watchers.clock import iso, utcnow
 from watchers.config import Policies, load
 from watchers.errors import ConfigError, NotFound, Shutdown, StorageUnavailable
@@ -38,8 +39,9 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-ledger_cli = typer.Typer(help="Query the ledger (videos, one video's history, failures, events).",
-                         no_args_is_help=True)
+ledger_cli = typer.Typer(
+    help="Query the ledger (videos, one video's history, failures, events).", no_args_is_help=True
+)
 cli.add_typer(ledger_cli, name="ledger")
 out = Console()
 err = Console(stderr=True)
@@ -74,11 +76,19 @@ state = State()
 
 @cli.callback()
 def main_options(
-    spool: Annotated[str | None, typer.Option("--spool", envvar="DASHSPOOL_SPOOL",
-                                              help="Spool root (path or URL).")] = None,
-    config: Annotated[str | None, typer.Option("--config", envvar="DASHSPOOL_CONFIG",
-                                               help="Settings file (default ./policies.toml).")] = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
+    spool: Annotated[
+        str | None,
+        typer.Option("--spool", envvar="DASHSPOOL_SPOOL", help="Spool root (path or URL)."),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", envvar="DASHSPOOL_CONFIG", help="Settings file (default ./policies.toml)."
+        ),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
+    ] = "INFO",
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     """Global options: where the spool and the settings are."""
@@ -103,8 +113,10 @@ def _signals(runner: Runner) -> Iterator[None]:
         nonlocal count
         count += 1
         if count == 1:
-            log.info("%s: finishing the current job, then stopping (again to abort)",
-                     signal.Signals(signum).name)
+            log.info(
+                "%s: finishing the current job, then stopping (again to abort)",
+                signal.Signals(signum).name,
+            )
             runner.request_stop()
         else:
             raise Shutdown(signal.Signals(signum).name)
@@ -122,9 +134,14 @@ def _serve(runner: Runner, *, progress: bool) -> None:
         if progress and sys.stderr.isatty():
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                          TextColumn("{task.completed} jobs"), TimeElapsedColumn(),
-                          console=err, transient=False) as bar:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TextColumn("{task.completed} jobs"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=False,
+            ) as bar:
                 task = bar.add_task("processing", total=None)
                 runner.on_job = lambda w: bar.update(task, advance=1, description=w.name)
                 code = runner.run()
@@ -139,7 +156,9 @@ def watch(
     device_id: DeviceOpt = "",
     until_idle: UntilIdleOpt = False,
     max_jobs: MaxJobsOpt = None,
-    no_events: Annotated[bool, typer.Option("--no-events", help="Poll only; ignore inotify.")] = False,
+    no_events: Annotated[
+        bool, typer.Option("--no-events", help="Poll only; ignore inotify.")
+    ] = False,
 ) -> None:
     """Serve one stage on this device (what one systemd unit runs)."""
     if not device_id:
@@ -148,8 +167,16 @@ def watch(
     spool = wiring.open_spool(p)
     stop = threading.Event()
     workers = wiring.build_workers(spool, p, [stage], device_id, stop)
-    runner = Runner(spool, p, device_id, workers, until_idle=until_idle, max_jobs=max_jobs,
-                    use_events=not no_events, stop=stop)
+    runner = Runner(
+        spool,
+        p,
+        device_id,
+        workers,
+        until_idle=until_idle,
+        max_jobs=max_jobs,
+        use_events=not no_events,
+        stop=stop,
+    )
     _serve(runner, progress=until_idle)
 
 
@@ -165,8 +192,9 @@ def coordinator(until_idle: UntilIdleOpt = False) -> None:
 
 @cli.command()
 def run(
-    device_id: Annotated[str, typer.Option("--device-id", envvar="DASHSPOOL_DEVICE_ID",
-                                           help="This device's id.")] = "local",
+    device_id: Annotated[
+        str, typer.Option("--device-id", envvar="DASHSPOOL_DEVICE_ID", help="This device's id.")
+    ] = "local",
     until_idle: UntilIdleOpt = False,
     max_jobs: MaxJobsOpt = None,
 ) -> None:
@@ -176,8 +204,9 @@ def run(
     stop = threading.Event()
     workers = wiring.build_workers(spool, p, p.order(), device_id, stop)
     coord = wiring.build_coordinator(spool, p)
-    runner = Runner(spool, p, device_id, workers, coord, until_idle=until_idle,
-                    max_jobs=max_jobs, stop=stop)
+    runner = Runner(
+        spool, p, device_id, workers, coord, until_idle=until_idle, max_jobs=max_jobs, stop=stop
+    )
     _serve(runner, progress=True)
 
 
@@ -200,20 +229,32 @@ def status(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(data)
         return
-    t = Table(title=f"spool {data['spool']}  ·  drops waiting: {data['drops_pending']}  ·  "
-                    f"ledger backlog: {data['ledger_backlog']}")
+    t = Table(
+        title=f"spool {data['spool']}  ·  drops waiting: {data['drops_pending']}  ·  "
+        f"ledger backlog: {data['ledger_backlog']}"
+    )
     for col in ("stage", "inbox", "work", "deferred", "failed", "done", "oldest", "paused"):
         t.add_column(col, justify="left" if col == "stage" else "right")
     for name, c in data["stages"].items():
-        t.add_row(name, *(str(c[k]) for k in ("inbox", "work", "deferred", "failed", "done")),
-                  _age(c["oldest_pending_age_seconds"]), "PAUSED" if c["paused"] else "")
+        t.add_row(
+            name,
+            *(str(c[k]) for k in ("inbox", "work", "deferred", "failed", "done")),
+            _age(c["oldest_pending_age_seconds"]),
+            "PAUSED" if c["paused"] else "",
+        )
     out.print(t)
     d = Table(title="devices")
     for col in ("device", "stage", "state", "last beat", "job", "host"):
         d.add_column(col)
     for dev in data["devices"]:
-        d.add_row(dev["device_id"], dev["stage"] or "-", dev["state"], _age(dev["age_seconds"]),
-                  dev["current_job"] or "-", dev["host"] or "-")
+        d.add_row(
+            dev["device_id"],
+            dev["stage"] or "-",
+            dev["state"],
+            _age(dev["age_seconds"]),
+            dev["current_job"] or "-",
+            dev["host"] or "-",
+        )
     out.print(d)
 
 
@@ -227,7 +268,9 @@ def _rows(rows: list[Any]) -> list[dict[str, Any]]:
 
 @ledger_cli.command("videos")
 def ledger_videos(
-    state_filter: Annotated[str | None, typer.Option("--state", help="Only videos in this state.")] = None,
+    state_filter: Annotated[
+        str | None, typer.Option("--state", help="Only videos in this state.")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
     as_json: JsonOpt = False,
 ) -> None:
@@ -240,8 +283,14 @@ def ledger_videos(
     for col in ("video_id", "source_name", "state", "stage", "created_at", "updated_at"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["video_id"][:12], r["source_name"], r["state"], r["stage"] or "-",
-                  r["created_at"], r["updated_at"])
+        t.add_row(
+            r["video_id"][:12],
+            r["source_name"],
+            r["state"],
+            r["stage"] or "-",
+            r["created_at"],
+            r["updated_at"],
+        )
     out.print(t)
 
 
@@ -257,8 +306,11 @@ def ledger_video(
         raise NotFound(f"{len(found)} videos match {video!r}" + ("" if found else " (none)"))
     v = found[0]
     attempts, events = ledger.history(v.video_id)
-    data = {"video": v.model_dump(), "attempts": _rows(attempts),
-            "events": [{**e.model_dump(), "data": json.loads(e.data)} for e in events]}
+    data = {
+        "video": v.model_dump(),
+        "attempts": _rows(attempts),
+        "events": [{**e.model_dump(), "data": json.loads(e.data)} for e in events],
+    }
     if as_json:
         _print_json(data)
         return
@@ -267,14 +319,23 @@ def ledger_video(
     for col in ("stage", "attempt", "device", "outcome", "started", "finished", "seconds", "error"):
         t.add_column(col)
     for a in attempts:
-        t.add_row(a.stage, str(a.attempt), a.device, a.outcome, a.started_at or "-",
-                  a.finished_at or "-", f"{a.duration_seconds or 0:.3f}", a.error or "")
+        t.add_row(
+            a.stage,
+            str(a.attempt),
+            a.device,
+            a.outcome,
+            a.started_at or "-",
+            a.finished_at or "-",
+            f"{a.duration_seconds or 0:.3f}",
+            a.error or "",
+        )
     out.print(t)
 
 
 @ledger_cli.command("failures")
-def ledger_failures(limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
-                    as_json: JsonOpt = False) -> None:
+def ledger_failures(
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 100, as_json: JsonOpt = False
+) -> None:
     """Failed jobs and rejected drops, newest first, with their reasons."""
     rows = [{**e.model_dump(), "data": json.loads(e.data)} for e in _ledger().failures(limit)]
     if as_json:
@@ -285,8 +346,13 @@ def ledger_failures(limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
         t.add_column(col)
     for r in rows:
         reason = r["data"].get("error") or r["data"].get("reason") or ""
-        t.add_row(r["at"], r["kind"], r["stage"] or "-", r["job"] or r["data"].get("source_name", "-"),
-                  reason)
+        t.add_row(
+            r["at"],
+            r["kind"],
+            r["stage"] or "-",
+            r["job"] or r["data"].get("source_name", "-"),
+            reason,
+        )
     out.print(t)
 
 
@@ -297,7 +363,9 @@ def _parse_since(value: str) -> datetime:
     try:
         ts = datetime.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter("use an ISO time (2024-01-01T12:00) or an age (90m, 2h, 7d)") from None
+        raise typer.BadParameter(
+            "use an ISO time (2024-01-01T12:00) or an age (90m, 2h, 7d)"
+        ) from None
     return ts if ts.tzinfo else ts.astimezone()
 
 
@@ -308,8 +376,10 @@ def ledger_events(
     as_json: JsonOpt = False,
 ) -> None:
     """Progress events since a time, oldest first."""
-    rows = [{**e.model_dump(), "data": json.loads(e.data)}
-            for e in _ledger().events_since(_parse_since(since), limit)]
+    rows = [
+        {**e.model_dump(), "data": json.loads(e.data)}
+        for e in _ledger().events_since(_parse_since(since), limit)
+    ]
     if as_json:
         _print_json(rows)
         return
@@ -349,10 +419,18 @@ def requeue(
     except Exception as e:  # a broken job still goes back; its claim will fail it again
         log.warning("%s: sidecar not reset: %s", job, e)
     spool.move_to_inbox(stage, queue, job)
-    spool.emit(Event(event_id=Event.random_id(), kind=EventKind.JOB_REQUEUED, at=now,
-                     device="cli", stage=stage, job=job,
-                     video_id=sidecar.video_id if sidecar else None,
-                     data={"from": queue}))
+    spool.emit(
+        Event(
+            event_id=Event.random_id(),
+            kind=EventKind.JOB_REQUEUED,
+            at=now,
+            device="cli",
+            stage=stage,
+            job=job,
+            video_id=sidecar.video_id if sidecar else None,
+            data={"from": queue},
+        )
+    )
     result = {"job": job, "stage": stage, "from": queue, "to": "inbox"}
     if as_json:
         _print_json(result)
@@ -362,7 +440,9 @@ def requeue(
 
 @cli.command()
 def pause(
-    stage: Annotated[str, typer.Argument(help="Stage to pause (claims stop; work in hand finishes).")],
+    stage: Annotated[
+        str, typer.Argument(help="Stage to pause (claims stop; work in hand finishes).")
+    ],
     reason: Annotated[str, typer.Option("--reason", help="Written into the PAUSED file.")] = "",
 ) -> None:
     """Pause a stage: creates <stage>/PAUSED, visible with ls."""
@@ -397,20 +477,23 @@ def check_config(as_json: JsonOpt = False) -> None:
     probe = f".tmp/check-config~{os.getpid()}"
     spool.backend.write_bytes(probe, b"ok", fsync=True)
     spool.backend.remove_file(probe)
-    result = {
+    result: dict[str, Any] = {
         "config": p.label,
         "spool": spool.backend.url,
         "inotify": spool.backend.watchable,
         "ledger": str(p.ledger_path),
         "stores": {k: str(v) for k, v in spool.roots.items()},
-        "pipeline": {n: {"type": stages[n].type_name, "next": list(p.stages[n].next)}
-                     for n in p.order()},
+        "pipeline": {
+            n: {"type": stages[n].type_name, "next": list(p.stages[n].next)} for n in p.order()
+        },
     }
     if as_json:
         _print_json(result)
         return
     out.print(f"config   {result['config']}")
-    out.print(f"spool    {result['spool']} (writable; {'inotify' if result['inotify'] else 'polling'})")
+    out.print(
+        f"spool    {result['spool']} (writable; {'inotify' if result['inotify'] else 'polling'})"
+    )
     out.print(f"ledger   {result['ledger']}")
     for name, info in result["pipeline"].items():
         out.print(f"stage    {name}: {info['type']} -> {', '.join(info['next']) or '(end)'}")
@@ -431,7 +514,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except SystemExit:
         raise
-    except BaseException as e:  # noqa: BLE001 - the single place errors become exit codes
+    except BaseException as e:
         from typer._click.exceptions import ClickException  # typer vendors click
 
         if isinstance(e, typer.Abort):

@@ -149,7 +149,7 @@ class Policies(Strict):
                 if nxt not in self.stages:
                     raise ConfigError(f"{where}: stages.{name}.next: no stage named {nxt!r}")
         seen: set[str] = set()
-        stack = [(self.pipeline.entry, (self.pipeline.entry,))]
+        stack: list[tuple[str, tuple[str, ...]]] = [(self.pipeline.entry, (self.pipeline.entry,))]
         while stack:
             name, path = stack.pop()
             seen.add(name)
@@ -201,7 +201,8 @@ def parse(data: dict[str, Any], *, source: Path | None, base_dir: Path) -> Polic
 
 def load(config: str | os.PathLike[str] | None = None, spool: str | None = None) -> Policies:
     """Load settings: ``config`` argument, else ``$DASHSPOOL_CONFIG``, else ``./policies.toml`` if
-    present, else the built-in defaults. ``spool`` (or ``$DASHSPOOL_SPOOL``) overrides spool.path."""
+    present, else the built-in defaults. ``spool`` (or ``$DASHSPOOL_SPOOL``) overrides
+    ``spool.path``."""
     chosen = config or os.environ.get(ENV_CONFIG)
     path: Path | None
     if chosen:

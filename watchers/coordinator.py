@@ -128,8 +128,14 @@ class Coordinator:
             ("deferred-release", self.release_deferred, c.deferred_interval_seconds),
         ):
             sched.add_job(
-                self.run_duty, "interval", args=(name, fn), seconds=every, id=name,
-                max_instances=1, coalesce=True, next_run_time=self.clock(),
+                self.run_duty,
+                "interval",
+                args=(name, fn),
+                seconds=every,
+                id=name,
+                max_instances=1,
+                coalesce=True,
+                next_run_time=self.clock(),
             )
         sched.start()
         self._scheduler = sched

@@ -69,5 +69,5 @@ class UnsafePath(BadJob):
     """A path that would leave the configured roots, or a symlink where none may be."""
 
 
-class Shutdown(BaseException):  # noqa: N818 - a signal, not an error
+class Shutdown(BaseException):
     """Raised by the second SIGINT/SIGTERM to abort the job in hand (recovered on next start)."""

@@ -292,7 +292,8 @@ class Ledger:
     def find_video(self, prefix: str) -> list[Video]:
         with self.reading() as s:
             q = select(Video).where(
-                (col(Video.video_id).startswith(prefix)) | (Video.job == prefix)
+                (col(Video.video_id).startswith(prefix))
+                | (Video.job == prefix)
                 | (col(Video.job).endswith(f"-{prefix}"))
             )
             return list(s.exec(q.limit(20)).all())
@@ -300,7 +301,8 @@ class Ledger:
     def history(self, video_id: str) -> tuple[list[StageAttempt], list[EventRow]]:
         with self.reading() as s:
             attempts = s.exec(
-                select(StageAttempt).where(StageAttempt.video_id == video_id)
+                select(StageAttempt)
+                .where(StageAttempt.video_id == video_id)
                 .order_by(col(StageAttempt.id))
             ).all()
             events = s.exec(
@@ -336,8 +338,12 @@ def _attempt(s: Session, ev: Event) -> StageAttempt:
     ).first()
     if row is None:
         row = StageAttempt(
-            video_id=ev.video_id, job=ev.job, stage=ev.stage, attempt=ev.attempt,
-            device=ev.device, outcome=Outcome.RUNNING.value,
+            video_id=ev.video_id,
+            job=ev.job,
+            stage=ev.stage,
+            attempt=ev.attempt,
+            device=ev.device,
+            outcome=Outcome.RUNNING.value,
         )
     return row
 

@@ -26,13 +26,13 @@ again and finds its output already published (outputs are named by job and stage
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import itertools
 import json
 import logging
 import os
-import posixpath
 import secrets
 import shutil
 import socket
@@ -45,7 +45,7 @@ from typing import Any
 
 from watchers import __version__
 from watchers.backends.base import Backend, Entry
-from watchers.clock import iso, utcnow
+from watchers.clock import iso
 from watchers.errors import (
     AlreadyExists,
     BadJob,
@@ -59,7 +59,6 @@ from watchers.sidecar import (
     JOB_NAME_RE,
     REF_RE,
     Event,
-    EventKind,
     Sidecar,
     job_name,
     safe_component,
@@ -186,9 +185,10 @@ class Spool:
         if b.local_root is None:  # remote: upload the local scratch folder into .tmp first
             b.makedirs(staging.rel)
             for name in staging.files:
-                with open(staging.local_dir / name, "rb") as src, b.open_write(
-                    f"{staging.rel}/{name}", fsync=self.fsync
-                ) as dst:
+                with (
+                    open(staging.local_dir / name, "rb") as src,
+                    b.open_write(f"{staging.rel}/{name}", fsync=self.fsync) as dst,
+                ):
                     shutil.copyfileobj(src, dst, 1 << 20)
         elif self.fsync:
             for name in staging.files:
@@ -208,7 +208,7 @@ class Spool:
         return True
 
     def locate(self, stage: str, job: str) -> str | None:
-        """Where ``job`` is in ``stage`` (inbox, work/<dev>, deferred, failed, done), if anywhere."""
+        """Where ``job`` is in ``stage`` (inbox, work/<dev>, deferred, failed, done), or None."""
         for q in ("inbox", "deferred", "done", "failed"):
             if self.backend.stat(f"{stage}/{q}/{job}") is not None:
                 return q
@@ -526,10 +526,8 @@ class Spool:
 
     def consume_event(self, name: str) -> None:
         """The event is in the ledger: its file has served its purpose."""
-        try:
+        with contextlib.suppress(NotFound):
             self.backend.remove_file(f"{LEDGER_INBOX}/{name}")
-        except NotFound:
-            pass
 
     def reject_event(self, name: str, reason: str) -> None:
         try:

@@ -86,7 +86,10 @@ class Runner:
     def _start_observer(self) -> None:
         if not self.use_events or not self.spool.backend.watchable:
             if self.use_events:
-                log.info("storage is a network mount: polling every %ss", self.policies.spool.rescan_seconds)
+                log.info(
+                    "storage is a network mount: polling every %ss",
+                    self.policies.spool.rescan_seconds,
+                )
             return
         from watchdog.observers import Observer
 
@@ -114,8 +117,11 @@ class Runner:
             if self.coordinator is not None and self.coordinator.device != self.device:
                 self.spool.beat(
                     self.coordinator.device,
-                    {"stage": "coordinator", "state": self.state,
-                     "jobs": self.coordinator.schedule_info()},
+                    {
+                        "stage": "coordinator",
+                        "state": self.state,
+                        "jobs": self.coordinator.schedule_info(),
+                    },
                     self.clock(),
                 )
         except Exception as err:  # storage away: say so once, the loop handles the rest

@@ -66,16 +66,21 @@ class InProcessRetries:
             wait=tenacity.wait_exponential_jitter(
                 multiplier=s.in_process_initial_seconds, max=s.in_process_max_seconds
             ),
-            sleep=self.stop.wait,
+            sleep=self._sleep,
             before_sleep=before_sleep,
             reraise=True,
         )
         retrying(call)
 
+    def _sleep(self, seconds: float) -> None:
+        self.stop.wait(seconds)  # a shutdown cuts the backoff short
+
 
 def backoff_seconds(settings: RetrySettings, attempts: int) -> float:
-    base = min(settings.defer_initial_seconds * 2 ** max(0, attempts - 1), settings.defer_max_seconds)
-    return base * random.uniform(0.9, 1.1)
+    base = min(
+        settings.defer_initial_seconds * 2 ** max(0, attempts - 1), settings.defer_max_seconds
+    )
+    return float(base) * random.uniform(0.9, 1.1)
 
 
 def error_record(
@@ -142,14 +147,14 @@ def _return_claim(spool: Spool, policies: Policies, claim: Claim, now: datetime,
     try:
         sidecar = spool.load(claim)
     except BadJob:
-        return "inbox" if spool.requeue(claim) else "failed"  # the next claim fails it with a reason
+        return (
+            "inbox" if spool.requeue(claim) else "failed"
+        )  # the next claim fails it with a reason
     attempts = sidecar.attempts + 1
     if attempts >= policies.retry.max_attempts:
         message = f"{why} {attempts} times while working on it; giving up"
         spool.fail(claim, error_record(message, claim=claim, attempts=attempts, now=now))
-        spool.emit(
-            job_event(EventKind.STAGE_FAILED, claim, now, attempt=attempts, error=message)
-        )
+        spool.emit(job_event(EventKind.STAGE_FAILED, claim, now, attempt=attempts, error=message))
         return "failed"
     spool.rewrite(claim, sidecar.model_copy(update={"attempts": attempts, "last_error": why}))
     spool.emit(job_event(EventKind.JOB_RECOVERED, claim, now, attempt=attempts, reason=why))
@@ -326,8 +331,16 @@ class Worker:
             if where is not None:  # a previous attempt published already: just finish
                 log.info("output already in %s/%s; finishing", nxt, where)
                 spool.emit(
-                    job_event(EventKind.STAGE_COMPLETED, claim, now, event_id=done_id,
-                              attempt=attempt, route=nxt, final_state=None, duration_seconds=0.0)
+                    job_event(
+                        EventKind.STAGE_COMPLETED,
+                        claim,
+                        now,
+                        event_id=done_id,
+                        attempt=attempt,
+                        route=nxt,
+                        final_state=None,
+                        duration_seconds=0.0,
+                    )
                 )
                 spool.finish(claim)
                 return
@@ -356,15 +369,31 @@ class Worker:
                     log.info("output already in %s/inbox", route)
             final = None if route else self.terminal_state
             spool.emit(
-                job_event(EventKind.STAGE_COMPLETED, claim, now, event_id=done_id,
-                          attempt=attempt, route=route, final_state=final,
-                          duration_seconds=round(duration, 6), facts=ctx.facts)
+                job_event(
+                    EventKind.STAGE_COMPLETED,
+                    claim,
+                    now,
+                    event_id=done_id,
+                    attempt=attempt,
+                    route=route,
+                    final_state=final,
+                    duration_seconds=round(duration, 6),
+                    facts=ctx.facts,
+                )
             )
             spool.finish(claim)
             log.info("completed in %.3fs -> %s", duration, route or final)
         except SkipJob as err:
-            spool.emit(job_event(EventKind.STAGE_SKIPPED, claim, now, attempt=attempt,
-                                 reason=str(err), final_state=self.terminal_state))
+            spool.emit(
+                job_event(
+                    EventKind.STAGE_SKIPPED,
+                    claim,
+                    now,
+                    attempt=attempt,
+                    reason=str(err),
+                    final_state=self.terminal_state,
+                )
+            )
             spool.finish(claim)
             log.info("skipped: %s", err)
         except PermanentError as err:
@@ -396,8 +425,11 @@ class Worker:
         if ctx.facts:
             facts[self.name] = ctx.facts
         entry = HistoryEntry(
-            stage=self.name, device=self.device, finished_at=now,
-            duration_seconds=round(duration, 6), route=route,
+            stage=self.name,
+            device=self.device,
+            finished_at=now,
+            duration_seconds=round(duration, 6),
+            route=route,
         )
         update: dict[str, Any] = {
             **ctx.updates,
@@ -425,15 +457,33 @@ class Worker:
         message = str(err) or type(err).__name__
         self.spool.defer(
             claim,
-            sidecar.model_copy(update={"attempts": attempt, "not_before": until, "last_error": message}),
+            sidecar.model_copy(
+                update={"attempts": attempt, "not_before": until, "last_error": message}
+            ),
         )
-        self.spool.emit(job_event(EventKind.STAGE_DEFERRED, claim, now, attempt=attempt,
-                                  error=message, not_before=iso(until)))
+        self.spool.emit(
+            job_event(
+                EventKind.STAGE_DEFERRED,
+                claim,
+                now,
+                attempt=attempt,
+                error=message,
+                not_before=iso(until),
+            )
+        )
         log.warning("deferred until %s after attempt %d: %s", iso(until), attempt, message)
 
     def _fail(self, claim: Claim, err: BaseException, *, attempts: int, now: datetime) -> None:
         record = error_record(err, claim=claim, attempts=attempts, now=now)
         where = self.spool.fail(claim, record)
-        self.spool.emit(job_event(EventKind.STAGE_FAILED, claim, now, attempt=attempts,
-                                  error=record["message"], error_type=record["type"]))
+        self.spool.emit(
+            job_event(
+                EventKind.STAGE_FAILED,
+                claim,
+                now,
+                attempt=attempts,
+                error=record["message"],
+                error_type=record["type"],
+            )
+        )
         log.error("failed -> %s: %s", where, record["message"])

@@ -61,7 +61,7 @@ class Backend(ABC):
 
     @abstractmethod
     def list(self, rel: str) -> list[Entry]:
-        """Entries of a folder, unsorted; a missing folder lists as empty. Links are not followed."""
+        """Entries of a folder, unsorted; a missing folder lists as empty; links not followed."""
 
     @abstractmethod
     def stat(self, rel: str) -> Entry | None:
@@ -125,5 +125,5 @@ class Backend(ABC):
     def exists(self, rel: str) -> bool:
         return self.stat(rel) is not None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (remote backends)."""

@@ -16,17 +16,28 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from watchers.backends.base import Backend, Entry, Kind, clean_rel
 from watchers.errors import AlreadyExists, BadJob, NotFound, StorageUnavailable, UnsafePath
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
-NETWORK_FS = {"cifs", "smb3", "smbfs", "nfs", "nfs4", "fuse.sshfs", "9p", "afs", "ceph", "glusterfs"}
+NETWORK_FS = {
+    "cifs",
+    "smb3",
+    "smbfs",
+    "nfs",
+    "nfs4",
+    "fuse.sshfs",
+    "9p",
+    "afs",
+    "ceph",
+    "glusterfs",
+}
 
 
-def _load_renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _load_renameat2() -> Any:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         fn = libc.renameat2
@@ -34,7 +45,7 @@ def _load_renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 _renameat2 = _load_renameat2()
@@ -174,7 +185,9 @@ class LocalBackend(Backend):
                 return
             code = ctypes.get_errno()
             if code not in (errno.EINVAL, errno.ENOSYS):
-                raise self._oserror(OSError(code, os.strerror(code)), src if code == errno.ENOENT else dst)
+                raise self._oserror(
+                    OSError(code, os.strerror(code)), src if code == errno.ENOENT else dst
+                )
             self._noreplace_ok = False  # filesystem without RENAME_NOREPLACE: fall back
         if os.path.lexists(d):
             raise AlreadyExists(f"{dst}: already exists")
