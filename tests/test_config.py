@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from stages import REGISTRY
 from watchers.config import Policies, load
 from watchers.errors import ConfigError
 from watchers.stage import Registry
-
 
 PIPE = '[pipeline]\nentry = "ingest"\n[stages.ingest]\ntype = "copy"\nnext = ["heavy"]\n'
 

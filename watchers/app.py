@@ -5,16 +5,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchers.backends import open_backend
 from watchers.clock import iso, utcnow
 from watchers.config import Policies
-from watchers.coordinator import Coordinator
 from watchers.errors import ConfigError
-from watchers.ledger import Ledger
 from watchers.spool import Spool, check_device_id
 from watchers.worker import Worker
+
+if TYPE_CHECKING:  # the ledger pulls in sqlalchemy: imported only by the commands that use it
+    from watchers.coordinator import Coordinator
+    from watchers.ledger import Ledger
 
 
 def open_spool(policies: Policies) -> Spool:
@@ -36,6 +38,8 @@ def open_spool(policies: Policies) -> Spool:
 
 
 def open_ledger(policies: Policies, *, read_only: bool = False) -> Ledger:
+    from watchers.ledger import Ledger
+
     return Ledger(
         policies.ledger_path,
         busy_timeout_seconds=policies.ledger.busy_timeout_seconds,
@@ -68,6 +72,8 @@ def build_workers(
 
 
 def build_coordinator(spool: Spool, policies: Policies) -> Coordinator:
+    from watchers.coordinator import Coordinator
+
     check_device_id(policies.coordinator.device_id)
     return Coordinator(spool, policies, open_ledger(policies))
 

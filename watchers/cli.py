@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from enum import Enum
 from types import FrameType
 from typing import Annotated, Any
 
@@ -44,7 +45,7 @@ ledger_cli = typer.Typer(
 )
 cli.add_typer(ledger_cli, name="ledger")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one journal line
 log = logging.getLogger("watchers.cli")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -74,6 +75,19 @@ class State:
 state = State()
 
 
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(__version__)
+        raise typer.Exit(0)
+
+
 @cli.callback()
 def main_options(
     spool: Annotated[
@@ -87,16 +101,16 @@ def main_options(
         ),
     ] = None,
     log_level: Annotated[
-        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
-    ] = "INFO",
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+        LogLevel, typer.Option("--log-level", case_sensitive=False, help="Log verbosity.")
+    ] = LogLevel.INFO,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_version, help="Print the version."),
+    ] = False,
 ) -> None:
     """Global options: where the spool and the settings are."""
-    if version:
-        out.print(__version__)
-        raise typer.Exit(0)
     state.config, state.spool, state._policies = config, spool, None
-    logs.configure(log_level)
+    logs.configure(log_level.value)
 
 
 def _print_json(data: Any) -> None:
@@ -152,7 +166,7 @@ def _serve(runner: Runner, *, progress: bool) -> None:
 
 @cli.command()
 def watch(
-    stage: Annotated[str, typer.Argument(help="The stage to serve (a [stages.NAME] table).")],
+    stage: Annotated[str, typer.Argument(help="The stage to serve (a \\[stages.NAME] table).")],
     device_id: DeviceOpt = "",
     until_idle: UntilIdleOpt = False,
     max_jobs: MaxJobsOpt = None,
@@ -271,7 +285,7 @@ def ledger_videos(
     state_filter: Annotated[
         str | None, typer.Option("--state", help="Only videos in this state.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """Videos, newest first: id, original name, state, stage, times."""
@@ -334,7 +348,8 @@ def ledger_video(
 
 @ledger_cli.command("failures")
 def ledger_failures(
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 100, as_json: JsonOpt = False
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 100,
+    as_json: JsonOpt = False,
 ) -> None:
     """Failed jobs and rejected drops, newest first, with their reasons."""
     rows = [{**e.model_dump(), "data": json.loads(e.data)} for e in _ledger().failures(limit)]
@@ -372,7 +387,7 @@ def _parse_since(value: str) -> datetime:
 @ledger_cli.command("events")
 def ledger_events(
     since: Annotated[str, typer.Option("--since", help="ISO time or age such as 2h.")] = "1h",
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 1000,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 1000,
     as_json: JsonOpt = False,
 ) -> None:
     """Progress events since a time, oldest first."""
@@ -509,7 +524,9 @@ def main() -> None:
         (Shutdown, EXIT_ABORTED, lambda e: f"aborted by {e}; the next start recovers the job"),
     ]
     try:
-        cli(standalone_mode=False)
+        # standalone_mode=False returns the code of typer.Exit / Ctrl-C instead of raising it
+        code = cli(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except SystemExit:

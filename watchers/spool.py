@@ -587,6 +587,7 @@ class Spool:
         return sorted(stale)
 
     def pause(self, stage: str, note: str) -> None:
+        self.backend.makedirs(stage)  # pausing a stage before its first start is fine
         self.backend.write_bytes(f"{stage}/{PAUSED}", (note + "\n").encode(), fsync=self.fsync)
 
     def resume(self, stage: str) -> bool:

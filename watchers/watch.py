@@ -12,14 +12,16 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchers.clock import utcnow
 from watchers.config import Policies
-from watchers.coordinator import Coordinator
 from watchers.errors import StorageUnavailable
 from watchers.spool import DROPS, LEDGER_INBOX, Spool
 from watchers.worker import Worker
+
+if TYPE_CHECKING:
+    from watchers.coordinator import Coordinator
 
 log = logging.getLogger(__name__)
 
