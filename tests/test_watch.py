@@ -160,3 +160,33 @@ def test_second_signal_aborts_and_the_next_start_recovers(tmp_path: Path) -> Non
     assert again.returncode == 0, again.stderr
     assert "recovered own claim" in again.stderr
     assert len(list((tmp_path / "spool/b/inbox").iterdir())) == 1
+
+
+def test_a_device_id_in_use_by_a_live_process_is_refused(tmp_path: Path) -> None:
+    cfg = write_settings(tmp_path / "policies.toml", chain_settings(("a", "b")))
+    args = [
+        sys.executable,
+        "-m",
+        "watchers.cli",
+        "--config",
+        str(cfg),
+        "watch",
+        "a",
+        "--device-id",
+        "d1",
+    ]
+    first = subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "spool/devices/d1.json").exists())
+        second = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 3
+        assert "device id 'd1' is in use by pid" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+    # stopped cleanly: the id is free again
+    again = subprocess.run(
+        [*args, "--until-idle"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0, again.stderr

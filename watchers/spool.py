@@ -553,6 +553,25 @@ class Spool:
         self.backend.write_bytes(tmp, json.dumps(record, indent=2).encode(), fsync=False)
         self.backend.replace(tmp, f"{DEVICES}/{device}.json")
 
+    def check_device_free(self, device: str, now: datetime, lease: timedelta) -> None:
+        """Refuse to start a second process under a device id that is alive elsewhere: two
+        processes with one id would delete each other's staging and reclaim each other's jobs."""
+        try:
+            rec = json.loads(self.backend.read_bytes(f"{DEVICES}/{device}.json", 1 << 16))
+            last = datetime.fromisoformat(rec["last_beat"])
+        except (NotFound, ValueError, KeyError, TypeError, BadJob):
+            return
+        if rec.get("state") == "stopped" or now - last > lease:
+            return
+        host, pid = rec.get("host"), rec.get("pid")
+        same_host = host == socket.gethostname()
+        if same_host and (pid == os.getpid() or not isinstance(pid, int) or not _pid_alive(pid)):
+            return  # this process, or a dead one whose claims this start recovers
+        raise ConfigError(
+            f"device id {device!r} is in use by pid {pid} on {host} (heartbeat "
+            f"{(now - last).total_seconds():.0f}s ago): give each process its own --device-id"
+        )
+
     def devices(self) -> list[dict[str, Any]]:
         out = []
         for e in self.backend.list(DEVICES):
@@ -668,6 +687,16 @@ class Spool:
         tmp = f"{rel}/.{SIDECAR}.{secrets.token_hex(3)}"
         self.backend.write_bytes(tmp, sidecar.encode(), fsync=self.fsync)
         self.backend.replace(tmp, f"{rel}/{SIDECAR}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_file(path: Path) -> None:

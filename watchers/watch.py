@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from watchers.clock import utcnow
@@ -163,6 +163,10 @@ class Runner:
     def run(self) -> int:
         """Serve until stopped (or idle / max jobs). Returns the process exit code."""
         self.spool.ensure_layout(self.policies.order())
+        lease = timedelta(seconds=self.policies.spool.lease_seconds)
+        self.spool.check_device_free(self.device, self.clock(), lease)
+        if self.coordinator is not None:
+            self.spool.check_device_free(self.coordinator.device, self.clock(), lease)
         self.spool.clean_staging(self.device)
         for w in self.workers:
             w.start()
