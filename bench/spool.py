@@ -87,15 +87,16 @@ class Counter:
         return counted
 
     def __enter__(self) -> Counter:
-        self.saved = (os.fsync, os.rename, os.scandir, local_backend._renameat2)
+        self.saved = (os.fsync, os.rename, os.replace, os.scandir, local_backend._renameat2)
         os.fsync, os.rename = self._wrap("fsync", os.fsync), self._wrap("rename", os.rename)
+        os.replace = self._wrap("rename", os.replace)
         os.scandir = self._wrap("scandir", os.scandir)
         if local_backend._renameat2 is not None:
             local_backend._renameat2 = self._wrap("rename", local_backend._renameat2)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        os.fsync, os.rename, os.scandir, local_backend._renameat2 = self.saved
+        os.fsync, os.rename, os.replace, os.scandir, local_backend._renameat2 = self.saved
 
     def per_job(self, jobs: int) -> dict[str, float]:
         return {k: round(v / jobs, 2) for k, v in self.n.items()}
@@ -149,11 +150,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _event(root: Path, seq: list[int]) -> None:  # = Spool.emit
+def _event(root: Path, seq: list[int], durable: bool = True) -> None:  # = Spool.emit
     seq[0] += 1
-    _write_fsync(root / ".tmp" / "ev", json.dumps({"event": seq[0], "at": time.time()}).encode())
+    data = json.dumps({"event": seq[0], "at": time.time()}).encode()
+    if durable:
+        _write_fsync(root / ".tmp" / "ev", data)
+    else:
+        (root / ".tmp" / "ev").write_bytes(data)
     os.rename(root / ".tmp" / "ev", root / "ledger" / f"{seq[0]:012d}.json")
-    _fsync_dir(root / "ledger")
+    if durable:
+        _fsync_dir(root / "ledger")
 
 
 def floor_chain(root: Path, n: int) -> dict[str, Any]:
@@ -169,15 +175,16 @@ def floor_chain(root: Path, n: int) -> dict[str, Any]:
         name, job = f"clip-{i:06d}.mp4", f"clip-{i:06d}-abcdef"
         work = root / STAGES[0] / "work" / DEVICE / job
         os.mkdir(work)  # adopt: sidecar, the drop renamed into the claim, an event
-        _write_fsync(work / "job.json", json.dumps({"job": job, "files": [name]}).encode())
+        _write_fsync(work / ".job.json.t", json.dumps({"job": job, "files": [name]}).encode())
+        os.replace(work / ".job.json.t", work / "job.json")
         os.rename(root / "inbox" / name, work / name)
-        _event(root, seq)
+        _event(root, seq, durable=False)  # video.new
         for k, stage in enumerate(STAGES):
             work = root / stage / "work" / DEVICE / job
             if k:  # claim
                 os.rename(root / stage / "inbox" / job, work)
             json.loads((work / "job.json").read_bytes())
-            _event(root, seq)  # started
+            _event(root, seq, durable=False)  # started
             if k + 1 < len(STAGES):  # publish: stage, fsync files + folder, rename, fsync inbox
                 staged = root / ".tmp" / f"{DEVICE}~{i}" / job
                 os.makedirs(staged)
@@ -334,7 +341,8 @@ def docs_section(r: dict[str, Any]) -> str:
         f"| {k} | {v['value']} | {v['goal']} | {'met' if v['met'] else '**not met**'} |"
         for k, v in r["targets"].items()
     )
-    d, f = c["dashspool"], c["floor"]
+    d, f, q = c["dashspool"], c["floor"], r["ratios"]
+    rounds = ", ".join(str(x) for x in q["dashspool_over_floor_per_round"])
     return f"""{BEGIN}
 `bench/spool.py --jobs {pr["jobs"]} --rounds {pr["rounds"]} --samples {pr["samples"]}`, run
 {r["generated_at"]}: {m["nproc"]} CPUs ({m["cpu"]}), {m["filesystem"]} on local disk, Linux
@@ -353,7 +361,8 @@ when the exclusive rename into `work/` has returned.
 Per job (three stages), counted in the same run: dashspool {d["fsync"]:g} fsyncs,
 {d["rename"]:g} renames, {d["scandir"]:g} directory listings; the floor {f["fsync"]:g} fsyncs,
 {f["rename"]:g} renames, {f["scandir"]:g} listings. Ratios of the medians: dashspool / floor =
-{r["ratios"]["dashspool_over_floor"]}, dashspool / best Huey = {r["ratios"]["dashspool_over_huey"]}.
+{q["dashspool_over_floor"]} (round by round: {rounds}),
+dashspool / best Huey = {q["dashspool_over_huey"]}.
 
 | target (from the issue) | measured | goal | |
 |---|---|---|---|
@@ -373,69 +382,73 @@ def write_docs(path: Path, section: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- main
-def measure(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    r: dict[str, Any] = {
-        "generated_at": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine(tmp),
-        "params": {**vars(args), "payload_bytes": len(PAYLOAD)},
-    }
-    for k in ("dir", "out", "docs", "no_docs"):
-        r["params"].pop(k)
-    warm = 20  # warm-up, and the counting pass (fsyncs, renames, listings per job)
+def count_ops(tmp: Path, jobs: int = 20) -> dict[str, Any]:
+    """Warm-up, and the check that the floor does the fsyncs and renames dashspool does."""
     with Counter() as cd:
-        dashspool_chain(tmp / "count-dashspool", warm)
+        dashspool_chain(tmp / "count-dashspool", jobs)
     with Counter() as cf:
-        floor_chain(tmp / "count-floor", warm)
-    r["ops_per_job"] = {"dashspool": cd.per_job(warm), "floor": cf.per_job(warm)}
-    print("ops per job:", r["ops_per_job"], flush=True)
+        floor_chain(tmp / "count-floor", jobs)
+    return {"dashspool": cd.per_job(jobs), "floor": cf.per_job(jobs)}
 
-    n, runs = args.jobs, {k: [] for k in ("dashspool", "floor", "huey_1", "huey_2")}
-    for i in range(args.rounds):  # interleaved: a slow patch of the disk hits everyone alike
+
+def throughput(tmp: Path, n: int, rounds: int) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {
+        k: [] for k in ("dashspool", "floor", "huey_1", "huey_2")
+    }
+    for i in range(rounds):  # interleaved: a slow patch of the disk hits everyone alike
         runs["floor"].append(floor_chain(tmp / f"floor-{i}", n))
         runs["dashspool"].append(dashspool_chain(tmp / f"dashspool-{i}", n))
         runs["huey_1"].append(huey_chain(tmp / f"huey1-{i}", n, 1))
         runs["huey_2"].append(huey_chain(tmp / f"huey2-{i}", n, 2))
         print(f"round {i + 1}:", {k: v[-1]["jobs_per_s"] for k, v in runs.items()}, flush=True)
     runs["dashspool_run"] = [dashspool_chain(tmp / "dashspool-run", n, coordinator=True)]
-    print("with the coordinator:", runs["dashspool_run"][0]["jobs_per_s"], flush=True)
-    r["throughput"] = {}
+    out = {}
     for k, v in runs.items():
         per_s = [x["jobs_per_s"] for x in v]
-        r["throughput"][k] = {"runs": per_s, "median": round(statistics.median(per_s), 1)}
+        out[k] = {"runs": per_s, "median": round(statistics.median(per_s), 1)}
+    return out
 
-    every, lat = args.interval_ms / 1e3, {}
+
+def latencies(tmp: Path, samples: int, every: float) -> dict[str, Any]:
+    from watchdog.observers.inotify import InotifyObserver
+
+    from watchers import watch
+
+    lat = {}
     for key, label, events, rescan in (
         ("inotify", "inotify on, rescan 30 s", True, 30.0),
         ("polling", "polling only, rescan 1 s", False, 1.0),
     ):
-        lat[key] = {"label": label, **latency(tmp / key, args.samples, every, events, rescan)}
-    from watchdog.observers.inotify_buffer import InotifyBuffer
-
-    saved, InotifyBuffer.delay = InotifyBuffer.delay, 0.0  # what-if; restored below
+        lat[key] = {"label": label, **latency(tmp / key, samples, every, events, rescan)}
+    saved, watch.prompt_observer = watch.prompt_observer, InotifyObserver  # baseline, restored
     try:
-        label = "what-if: inotify on, watchdog InotifyBuffer.delay = 0 (bench-only patch)"
-        lat["nodelay"] = {"label": label, **latency(tmp / "nd", args.samples, every, True, 30.0)}
+        label = "baseline: watchdog's stock inotify observer (0.5 s move pairing), rescan 30 s"
+        lat["stock"] = {"label": label, **latency(tmp / "stock", samples, every, True, 30.0)}
     finally:
-        InotifyBuffer.delay = saved
-    r["latency"] = lat
-    print("latency:", {k: v["claimed_ms"] for k, v in lat.items()}, flush=True)
+        watch.prompt_observer = saved
+    return lat
 
+
+def verdict(r: dict[str, Any]) -> None:
+    """Ratios and the issue's targets."""
     t = r["throughput"]
     ds, huey = t["dashspool"]["median"], max(t["huey_1"]["median"], t["huey_2"]["median"])
     vs_floor, vs_huey = round(ds / t["floor"]["median"], 2), round(ds / huey, 2)
-    p50 = lat["inotify"]["claimed_ms"]["p50"]
-    r["ratios"] = {"dashspool_over_floor": vs_floor, "dashspool_over_huey": vs_huey}
-    r["targets"] = {
-        "throughput at least Huey's (best of 1 and 2 workers)": target(vs_huey, "x", ">= 1x", 1),
-        "throughput within 2x of the floor": target(vs_floor, "x", ">= 0.5x", 0.5),
-        "drop->claimed p50 with inotify": target(-p50, "", "< 50 ms", -50),
+    pairs = zip(t["dashspool"]["runs"], t["floor"]["runs"], strict=True)
+    r["ratios"] = {
+        "dashspool_over_floor": vs_floor,
+        "dashspool_over_floor_per_round": [round(d / f, 2) for d, f in pairs],
+        "dashspool_over_huey": vs_huey,
     }
-    return r
-
-
-def target(value: float, unit: str, goal: str, at_least: float) -> dict[str, Any]:
-    shown = f"{value}x" if unit == "x" else f"{-value} ms"
-    return {"value": shown, "goal": goal, "met": value >= at_least}
+    p50 = r["latency"]["inotify"]["claimed_ms"]["p50"]
+    r["targets"] = {
+        "throughput at least Huey's (best of 1 and 2 workers)": {
+            "value": f"{vs_huey}x", "goal": ">= 1x", "met": vs_huey >= 1},
+        "throughput within 2x of the floor": {
+            "value": f"{vs_floor}x", "goal": ">= 0.5x", "met": vs_floor >= 0.5},
+        "drop->claimed p50 with inotify": {
+            "value": f"{p50} ms", "goal": "< 50 ms", "met": p50 < 50},
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -452,10 +465,22 @@ def main() -> None:
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="spool-bench-", dir=args.dir))
+    params = {
+        k: v for k, v in vars(args).items() if k in ("jobs", "rounds", "samples", "interval_ms")
+    }
+    r: dict[str, Any] = {
+        "generated_at": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine(tmp),
+        "params": {**params, "payload_bytes": len(PAYLOAD)},
+    }
     try:
-        r = measure(tmp, args)
+        r["ops_per_job"] = count_ops(tmp)
+        print("ops per job:", r["ops_per_job"], flush=True)
+        r["throughput"] = throughput(tmp, args.jobs, args.rounds)
+        r["latency"] = latencies(tmp, args.samples, args.interval_ms / 1e3)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    verdict(r)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=2) + "\n")
     print()

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy import text as sql
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -220,17 +220,23 @@ class Ledger:
 
     # ----------------------------------------------------------------- ingest
     def ingest(self, events: Sequence[Event], now: datetime) -> int:
-        """Apply events once each (by id), in one transaction. Returns how many were new."""
-        new = 0
+        """Apply events once each (by id), in order, in one transaction. Returns how many were
+        new. Already-ingested ids are found with one query per batch, new ones inserted with one
+        executemany, and state is applied without autoflush (attempt rows cached per batch)."""
+        fresh: dict[str, Event] = {}
+        for ev in events:
+            fresh.setdefault(ev.event_id, ev)
         with self.transaction() as s:
-            for ev in events:
-                res = s.execute(
-                    sql(
-                        "INSERT OR IGNORE INTO events (event_id, kind, at, device, stage, job, "
-                        "video_id, attempt, data, ingested_at) VALUES "
-                        "(:event_id, :kind, :at, :device, :stage, :job, :video_id, :attempt, "
-                        ":data, :ingested_at)"
-                    ),
+            ids = list(fresh)
+            for i in range(0, len(ids), 500):
+                q = select(EventRow.event_id).where(col(EventRow.event_id).in_(ids[i : i + 500]))
+                for seen in s.exec(q):
+                    fresh.pop(seen, None)
+            if not fresh:
+                return 0
+            s.execute(
+                insert(EventRow),
+                [
                     {
                         "event_id": ev.event_id,
                         "kind": ev.kind.value,
@@ -242,12 +248,15 @@ class Ledger:
                         "attempt": ev.attempt,
                         "data": json.dumps(ev.data, default=str),
                         "ingested_at": ts(now),
-                    },
-                )
-                if res.rowcount:  # type: ignore[attr-defined]
-                    new += 1
+                    }
+                    for ev in fresh.values()
+                ],
+            )
+            s.info["attempts"], s.info["pending"] = {}, {}
+            with s.no_autoflush:
+                for ev in fresh.values():
                     self._apply(s, ev)
-        return new
+        return len(fresh)
 
     def _apply(self, s: Session, ev: Event) -> None:
         at = ts(ev.at)
@@ -255,7 +264,7 @@ class Ledger:
         handler = _APPLY.get(ev.kind)
         if handler is None or ev.video_id is None or ev.job is None:
             return
-        video = s.get(Video, ev.video_id)
+        video = _get(s, Video, ev.video_id)
         if video is None:
             video = Video(
                 video_id=ev.video_id,
@@ -268,15 +277,16 @@ class Ledger:
                 created_at=at,
                 updated_at="",
             )
-            s.add(video)
+            _add(s, video, ev.video_id)
         handler(s, ev, video, at)
         s.add(video)
 
     @staticmethod
     def _seen_device(s: Session, ev: Event, at: str) -> None:
-        row = s.get(DeviceRow, ev.device)
+        row = _get(s, DeviceRow, ev.device)
         if row is None:
-            s.add(DeviceRow(device_id=ev.device, first_seen=at, last_seen=at, last_stage=ev.stage))
+            new = DeviceRow(device_id=ev.device, first_seen=at, last_seen=at, last_stage=ev.stage)
+            _add(s, new, ev.device)
         elif at >= row.last_seen:
             row.last_seen, row.last_stage = at, ev.stage or row.last_stage
             s.add(row)
@@ -327,8 +337,27 @@ class Ledger:
             return {str(r[0]): int(r[1]) for r in rows}
 
 
+M = TypeVar("M", bound=SQLModel)
+
+
+def _get(s: Session, model: type[M], key: str) -> M | None:
+    """``Session.get`` that also sees rows added earlier in this batch (autoflush is off)."""
+    pending: dict[tuple[type, str], Any] = s.info.setdefault("pending", {})
+    found = pending.get((model, key))
+    return found if found is not None else s.get(model, key)
+
+
+def _add(s: Session, row: SQLModel, key: str) -> None:
+    s.info.setdefault("pending", {})[(type(row), key)] = row
+    s.add(row)
+
+
 def _attempt(s: Session, ev: Event) -> StageAttempt:
     assert ev.video_id and ev.job and ev.stage
+    cache: dict[tuple[str, str, int], StageAttempt] = s.info.setdefault("attempts", {})
+    key = (ev.job, ev.stage, ev.attempt)
+    if key in cache:
+        return cache[key]
     row = s.exec(
         select(StageAttempt).where(
             StageAttempt.job == ev.job,
@@ -345,10 +374,17 @@ def _attempt(s: Session, ev: Event) -> StageAttempt:
             device=ev.device,
             outcome=Outcome.RUNNING.value,
         )
+    cache[key] = row
     return row
 
 
 def _completed(s: Session, ev: Event) -> bool:
+    cache: dict[tuple[str, str, int], StageAttempt] = s.info.get("attempts", {})
+    if any(
+        k[:2] == (ev.job, ev.stage) and r.outcome == Outcome.COMPLETED.value
+        for k, r in cache.items()
+    ):
+        return True
     q = select(StageAttempt.id).where(
         StageAttempt.job == ev.job,
         StageAttempt.stage == ev.stage,
@@ -387,6 +423,12 @@ def _finished(outcome: Outcome) -> Callable[[Session, Event, Video, str], None]:
         row.route = ev.data.get("route")
         row.error = ev.data.get("error") or ev.data.get("reason")
         s.add(row)
+        # A recovery, or a retry that found its output already published, may be stamped later
+        # than the next stage's own events (the job moved on before this device restarted):
+        # those two only move the state while the video is still at this stage.
+        late = outcome is Outcome.ABANDONED or bool(ev.data.get("already_published"))
+        if late and video.stage != ev.stage:
+            return
         if outcome in (Outcome.COMPLETED, Outcome.SKIPPED):
             route, final = ev.data.get("route"), ev.data.get("final_state")
             if route:

@@ -33,6 +33,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -164,6 +165,9 @@ class Spool:
         self.fsync = fsync
         self.max_sidecar_bytes = max_sidecar_bytes
         self.ignore_patterns = tuple(ignore_patterns)
+        self._ignore = re.compile(
+            "|".join(fnmatch.translate(p) for p in self.ignore_patterns) or "(?!)"
+        )
         self.roots = dict(roots or {})
         self._order_cache: dict[tuple[str, str], tuple[int, float]] = {}
 
@@ -435,14 +439,18 @@ class Spool:
     def drops(self) -> list[Entry]:
         """Entries people and cameras dropped in the top-level inbox (hidden/partial names and the
         rejected/ and duplicates/ folders excluded)."""
-        out = []
-        for e in self.backend.list(DROPS):
-            if e.kind == "dir" and e.name in ("rejected", "duplicates"):
-                continue
-            if any(fnmatch.fnmatchcase(e.name, p) for p in self.ignore_patterns):
-                continue
-            out.append(e)
+        out = [e for e in self.backend.list(DROPS) if self._is_drop(e)]
         return sorted(out, key=lambda e: (e.mtime, e.name))
+
+    def drop_entry(self, name: str) -> Entry | None:
+        """A fresh look at one drop (None: gone, or not a drop)."""
+        e = self.backend.stat(f"{DROPS}/{name}")
+        return e if e is not None and self._is_drop(e) else None
+
+    def _is_drop(self, e: Entry) -> bool:
+        if e.kind == "dir" and e.name in ("rejected", "duplicates"):
+            return False
+        return not self._ignore.match(e.name)
 
     @staticmethod
     def drop_id(e: Entry) -> str:
@@ -475,7 +483,7 @@ class Spool:
             recorded_at=recorded.isoformat(timespec="seconds"),
             files=(payload,),
         )
-        self.backend.write_bytes(f"{rel}/{SIDECAR}", sidecar.encode(), fsync=self.fsync)
+        self.write_sidecar_at(rel, sidecar)  # temp name + rename: never a torn job.json
         try:
             self.backend.rename(f"{DROPS}/{entry.name}", f"{rel}/{payload}")
         except NotFound:
@@ -505,15 +513,17 @@ class Spool:
         return dst
 
     # ----------------------------------------------------------------- ledger
-    def emit(self, event: Event) -> None:
-        """Publish one ledger event file (staged, fsynced, renamed)."""
+    def emit(self, event: Event, *, durable: bool = True) -> None:
+        """Publish one ledger event file (staged, fsynced, renamed). ``durable=False`` for events
+        that a power cut may lose without harm (a "started" whose attempt is redone anyway)."""
+        sync = self.fsync and durable
         # time, then this process's sequence: events of one instant keep their order
         stamp = event.at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         seq = next(_EVENT_SEQ)
         tmp = f"{TMP}/{event.device}~ev-{secrets.token_hex(4)}.json"
-        self.backend.write_bytes(tmp, event.encode(), fsync=self.fsync)
+        self.backend.write_bytes(tmp, event.encode(), fsync=sync)
         self.backend.rename(tmp, f"{LEDGER_INBOX}/{stamp}-{seq:010d}-{event.event_id}.json")
-        if self.fsync:
+        if sync:
             self.backend.fsync_dir(LEDGER_INBOX)
 
     def event_files(self, limit: int) -> list[str]:

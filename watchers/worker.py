@@ -191,6 +191,8 @@ class Worker:
         self._candidates: list[str] = []
         self._dirty = True
         self._settle: dict[str, tuple[tuple[int, float], datetime]] = {}
+        self._drop_names: list[str] = []
+        self._drops_dirty = True
         self._next_release: datetime | None = None
 
     # ------------------------------------------------------------------ start
@@ -206,7 +208,7 @@ class Worker:
         return n
 
     def mark_dirty(self) -> None:
-        self._dirty = True
+        self._dirty = self._drops_dirty = True
 
     # ------------------------------------------------------------------- loop
     def loop_once(self, now: datetime | None = None) -> bool:
@@ -253,20 +255,28 @@ class Worker:
         return None
 
     def _adopt_drop(self, now: datetime) -> Claim | None:
+        """Adopt the oldest settled drop. The inbox is listed once and walked name by name (each
+        looked at afresh before adoption), not listed again per adoption."""
+        if self._drops_dirty or not self._drop_names:
+            listed = self.spool.drops()
+            self._drop_names = [e.name for e in listed]
+            self._drops_dirty = False
+            for gone in set(self._settle) - set(self._drop_names):
+                del self._settle[gone]
         settle = self.policies.spool.settle_seconds
-        seen: set[str] = set()
-        for entry in self.spool.drops():
-            seen.add(entry.name)
-            if entry.kind == "dir":
-                continue  # card dumps and date folders: the ingest stage walks trees
+        while self._drop_names:
+            name = self._drop_names.pop(0)
+            entry = self.spool.drop_entry(name)
+            if entry is None or entry.kind == "dir":
+                continue  # gone, or a card dump / date folder: the ingest stage walks trees
             if entry.kind != "file":
                 what = "a symbolic link" if entry.kind == "link" else "not a regular file"
                 self._reject(entry, f"not a regular file: {what}", now)
                 continue
             sig = (entry.size, entry.mtime)
-            first = self._settle.get(entry.name)
+            first = self._settle.get(name)
             if first is None or first[0] != sig:
-                self._settle[entry.name] = (sig, now)
+                self._settle[name] = (sig, now)
                 if settle > 0:
                     continue
             elif (now - first[1]).total_seconds() < settle:
@@ -278,13 +288,12 @@ class Worker:
                 continue
             if claim is None:
                 continue
-            self._settle.pop(entry.name, None)
+            self._settle.pop(name, None)
             with context(job=claim.job):
-                log.info("adopted drop %r", entry.name)
-            self.spool.emit(job_event(EventKind.VIDEO_NEW, claim, now))
+                log.info("adopted drop %r", name)
+            # not fsynced: every later event of the job carries the same facts
+            self.spool.emit(job_event(EventKind.VIDEO_NEW, claim, now), durable=False)
             return claim
-        for gone in set(self._settle) - seen:
-            del self._settle[gone]
         return None
 
     def _reject(self, entry: Any, reason: str, now: datetime) -> None:
@@ -338,13 +347,15 @@ class Worker:
                         event_id=done_id,
                         attempt=attempt,
                         route=nxt,
+                        already_published=True,
                         final_state=None,
                         duration_seconds=0.0,
                     )
                 )
                 spool.finish(claim)
                 return
-        spool.emit(job_event(EventKind.STAGE_STARTED, claim, now, attempt=attempt))
+        # informational: if a power cut loses it, the attempt is redone and says so again
+        spool.emit(job_event(EventKind.STAGE_STARTED, claim, now, attempt=attempt), durable=False)
         staging = spool.staging(self.device, claim.job) if self.next_stages else None
         ctx = Context(
             spool=spool,

@@ -82,7 +82,7 @@ def mount_fstype(path: Path) -> str | None:
 class LocalBackend(Backend):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
-        self.url = str(self.root)
+        self.url = self._root = str(self.root)
         self._noreplace_ok = _renameat2 is not None
 
     @property
@@ -94,7 +94,8 @@ class LocalBackend(Backend):
         return mount_fstype(self.root) not in NETWORK_FS
 
     def _p(self, rel: str) -> str:
-        return str(self.root / clean_rel(rel)) if clean_rel(rel) else str(self.root)
+        clean = clean_rel(rel)
+        return os.path.join(self._root, clean) if clean else self._root
 
     @staticmethod
     def _oserror(err: OSError, rel: str) -> Exception:
