@@ -7,7 +7,7 @@ Layout (see DESIGN.md)::
     <stage>/PAUSED               marker file
     ledger/inbox/  ledger/rejected/                  event files for the single ledger writer
     devices/<dev>.json           heartbeats
-    .tmp/<dev>~<token>/          staging on the same filesystem as the inboxes
+    .tmp/<dev>~<token>~<job>/    staging on the same filesystem as the inboxes
 
 The invariants this module keeps:
 
@@ -124,12 +124,9 @@ class Staging:
             self.local_dir = Path(self._scratch)
 
     @property
-    def wrapper(self) -> str:
-        return f"{TMP}/{self.device}~{self.token}"
-
-    @property
     def rel(self) -> str:
-        return f"{self.wrapper}/{self.job}"
+        """``.tmp/<device>~<token>~<job>``: one folder, renamed to its final name on publish."""
+        return f"{TMP}/{self.device}~{self.token}~{self.job}"
 
     def path(self, name: str) -> Path:
         """A local path to write payload file ``name`` to (registered as an output)."""
@@ -142,11 +139,9 @@ class Staging:
     def discard(self) -> None:
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
-        try:
-            if self.spool.backend.exists(self.wrapper):
-                self.spool.backend.remove_tree(self.wrapper)
-        except NotFound:
-            pass
+        with contextlib.suppress(NotFound):
+            if self.spool.backend.exists(self.rel):
+                self.spool.backend.remove_tree(self.rel)
 
 
 class Spool:
@@ -170,6 +165,7 @@ class Spool:
         )
         self.roots = dict(roots or {})
         self._order_cache: dict[tuple[str, str], tuple[int, float]] = {}
+        self._folders: set[str] = set()  # folders known to exist (saves a mkdir per move)
 
     # ----------------------------------------------------------------- layout
     def ensure_layout(self, stages: Iterable[str]) -> None:
@@ -178,6 +174,22 @@ class Spool:
         for stage in stages:
             for q in QUEUES:
                 self.backend.makedirs(f"{stage}/{q}")
+
+    def _rename_into(self, src: str, folder: str, name: str) -> str:
+        """Rename ``src`` to ``folder/name``, creating ``folder`` the first time. NotFound means
+        ``src`` is gone (someone else moved it); a vanished folder is made again."""
+        dst = f"{folder}/{name}"
+        if folder not in self._folders:
+            self.backend.makedirs(folder)
+            self._folders.add(folder)
+        try:
+            self.backend.rename(src, dst)
+        except NotFound:
+            if self.backend.stat(src) is None:
+                raise
+            self.backend.makedirs(folder)  # the folder was removed behind our back
+            self.backend.rename(src, dst)
+        return dst
 
     # ---------------------------------------------------------------- publish
     def staging(self, device: str, job: str) -> Staging:
@@ -252,9 +264,8 @@ class Spool:
 
     def claim(self, stage: str, job: str, device: str) -> Claim | None:
         """Move ``<stage>/inbox/<job>`` into this device's work folder. None: someone else won."""
-        self.backend.makedirs(f"{stage}/work/{device}")
         try:
-            self.backend.rename(f"{stage}/inbox/{job}", f"{stage}/work/{device}/{job}")
+            self._rename_into(f"{stage}/inbox/{job}", f"{stage}/work/{device}", job)
         except NotFound:
             return None
         except AlreadyExists:
@@ -317,12 +328,9 @@ class Spool:
         return self._move_aside(claim.rel, f"{claim.stage}/done", claim.job)
 
     def _move_aside(self, src: str, folder: str, name: str) -> str:
-        self.backend.makedirs(folder)
         for n in range(1000):
-            dst = f"{folder}/{name}" if n == 0 else f"{folder}/{name}.{n}"
             try:
-                self.backend.rename(src, dst)
-                return dst
+                return self._rename_into(src, folder, name if n == 0 else f"{name}.{n}")
             except AlreadyExists:
                 continue
         raise AlreadyExists(f"{folder}/{name}: too many entries of that name")
@@ -385,12 +393,9 @@ class Spool:
 
     def take_over(self, claim: Claim, device: str) -> Claim | None:
         """Move another (stale) device's claim into ``device``'s work folder, exclusively."""
-        self.backend.makedirs(f"{claim.stage}/work/{device}")
         try:
-            self.backend.rename(claim.rel, f"{claim.stage}/work/{device}/{claim.job}")
-        except NotFound:
-            return None
-        except AlreadyExists:
+            self._rename_into(claim.rel, f"{claim.stage}/work/{device}", claim.job)
+        except (NotFound, AlreadyExists):
             return None
         return Claim(claim.stage, claim.job, device)
 
