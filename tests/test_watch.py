@@ -90,24 +90,34 @@ def test_until_idle_and_max_jobs(spool: Spool, policies: Policies) -> None:
     assert len(listing(spool, "c/done")) == 5
 
 
-def test_sigterm_finishes_the_job_in_hand_then_exits(tmp_path: Path) -> None:
+def slow_job(tmp_path: Path, delay_seconds: float) -> Path:
+    """Settings for a two-stage chain whose first stage takes a while, and one drop."""
     settings = chain_settings(("a", "b"))
-    settings["stages"]["a"]["delay_seconds"] = 1.5
+    settings["stages"]["a"]["delay_seconds"] = delay_seconds
     cfg = write_settings(tmp_path / "policies.toml", settings)
     (tmp_path / "spool/inbox").mkdir(parents=True)
     (tmp_path / "spool/inbox/clip.MP4").write_bytes(b"x")
+    return cfg
+
+
+def watch_a(cfg: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "watchers.cli",
+        "--config",
+        str(cfg),
+        "watch",
+        "a",
+        "--device-id",
+        "d1",
+    ]
+
+
+def test_sigterm_finishes_the_job_in_hand_then_exits(tmp_path: Path) -> None:
+    cfg = slow_job(tmp_path, delay_seconds=1.5)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "watchers.cli",
-            "--config",
-            str(cfg),
-            "watch",
-            "a",
-            "--device-id",
-            "d1",
-        ],
+        watch_a(cfg),
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         text=True,
@@ -125,22 +135,8 @@ def test_sigterm_finishes_the_job_in_hand_then_exits(tmp_path: Path) -> None:
 
 
 def test_second_signal_aborts_and_the_next_start_recovers(tmp_path: Path) -> None:
-    settings = chain_settings(("a", "b"))
-    settings["stages"]["a"]["delay_seconds"] = 3
-    cfg = write_settings(tmp_path / "policies.toml", settings)
-    (tmp_path / "spool/inbox").mkdir(parents=True)
-    (tmp_path / "spool/inbox/clip.MP4").write_bytes(b"x")
-    args = [
-        sys.executable,
-        "-m",
-        "watchers.cli",
-        "--config",
-        str(cfg),
-        "watch",
-        "a",
-        "--device-id",
-        "d1",
-    ]
+    cfg = slow_job(tmp_path, delay_seconds=3)
+    args = watch_a(cfg)
     proc = subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -164,17 +160,7 @@ def test_second_signal_aborts_and_the_next_start_recovers(tmp_path: Path) -> Non
 
 def test_a_device_id_in_use_by_a_live_process_is_refused(tmp_path: Path) -> None:
     cfg = write_settings(tmp_path / "policies.toml", chain_settings(("a", "b")))
-    args = [
-        sys.executable,
-        "-m",
-        "watchers.cli",
-        "--config",
-        str(cfg),
-        "watch",
-        "a",
-        "--device-id",
-        "d1",
-    ]
+    args = watch_a(cfg)
     first = subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (tmp_path / "spool/devices/d1.json").exists())

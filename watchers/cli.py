@@ -280,6 +280,30 @@ def _rows(rows: list[Any]) -> list[dict[str, Any]]:
     return [r.model_dump() for r in rows]
 
 
+def _event_rows(rows: list[Any]) -> list[dict[str, Any]]:
+    return [{**e.model_dump(), "data": json.loads(e.data)} for e in rows]
+
+
+Column = tuple[str, Callable[[dict[str, Any]], Any]]
+
+
+def _fields(*keys: str) -> list[Column]:
+    return [(k, lambda r, k=k: r[k]) for k in keys]  # type: ignore[misc]
+
+
+def _show(rows: list[dict[str, Any]], columns: list[Column], *, as_json: bool) -> None:
+    """JSON for scripts, or a table with one column per (header, cell function)."""
+    if as_json:
+        _print_json(rows)
+        return
+    t = Table()
+    for header, _ in columns:
+        t.add_column(header)
+    for r in rows:
+        t.add_row(*(str(cell(r) or "-") for _, cell in columns))
+    out.print(t)
+
+
 @ledger_cli.command("videos")
 def ledger_videos(
     state_filter: Annotated[
@@ -290,22 +314,11 @@ def ledger_videos(
 ) -> None:
     """Videos, newest first: id, original name, state, stage, times."""
     rows = _rows(_ledger().videos(state=state_filter, limit=limit))
-    if as_json:
-        _print_json(rows)
-        return
-    t = Table()
-    for col in ("video_id", "source_name", "state", "stage", "created_at", "updated_at"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(
-            r["video_id"][:12],
-            r["source_name"],
-            r["state"],
-            r["stage"] or "-",
-            r["created_at"],
-            r["updated_at"],
-        )
-    out.print(t)
+    columns: list[Column] = [
+        ("video_id", lambda r: r["video_id"][:12]),
+        *_fields("source_name", "state", "stage", "created_at", "updated_at"),
+    ]
+    _show(rows, columns, as_json=as_json)
 
 
 @ledger_cli.command("video")
@@ -323,7 +336,7 @@ def ledger_video(
     data = {
         "video": v.model_dump(),
         "attempts": _rows(attempts),
-        "events": [{**e.model_dump(), "data": json.loads(e.data)} for e in events],
+        "events": _event_rows(events),
     }
     if as_json:
         _print_json(data)
@@ -352,23 +365,12 @@ def ledger_failures(
     as_json: JsonOpt = False,
 ) -> None:
     """Failed jobs and rejected drops, newest first, with their reasons."""
-    rows = [{**e.model_dump(), "data": json.loads(e.data)} for e in _ledger().failures(limit)]
-    if as_json:
-        _print_json(rows)
-        return
-    t = Table()
-    for col in ("at", "kind", "stage", "job", "reason"):
-        t.add_column(col)
-    for r in rows:
-        reason = r["data"].get("error") or r["data"].get("reason") or ""
-        t.add_row(
-            r["at"],
-            r["kind"],
-            r["stage"] or "-",
-            r["job"] or r["data"].get("source_name", "-"),
-            reason,
-        )
-    out.print(t)
+    columns: list[Column] = [
+        *_fields("at", "kind", "stage"),
+        ("job", lambda r: r["job"] or r["data"].get("source_name")),
+        ("reason", lambda r: r["data"].get("error") or r["data"].get("reason")),
+    ]
+    _show(_event_rows(_ledger().failures(limit)), columns, as_json=as_json)
 
 
 def _parse_since(value: str) -> datetime:
@@ -391,19 +393,8 @@ def ledger_events(
     as_json: JsonOpt = False,
 ) -> None:
     """Progress events since a time, oldest first."""
-    rows = [
-        {**e.model_dump(), "data": json.loads(e.data)}
-        for e in _ledger().events_since(_parse_since(since), limit)
-    ]
-    if as_json:
-        _print_json(rows)
-        return
-    t = Table()
-    for col in ("at", "kind", "device", "stage", "job"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(r["at"], r["kind"], r["device"], r["stage"] or "-", r["job"] or "-")
-    out.print(t)
+    rows = _event_rows(_ledger().events_since(_parse_since(since), limit))
+    _show(rows, _fields("at", "kind", "device", "stage", "job"), as_json=as_json)
 
 
 @cli.command()

@@ -333,26 +333,11 @@ class Worker:
             return
         log.info("claimed (attempt %d)", sidecar.attempts + 1)
         attempt = sidecar.attempts + 1
-        # the same transition of the same attempt always gets the same id: ingested once
-        done_id = Event.stable_id(claim.job, claim.stage, "completed", attempt)
         for nxt in self.next_stages:
             where = spool.locate(nxt, claim.job)
             if where is not None:  # a previous attempt published already: just finish
                 log.info("output already in %s/%s; finishing", nxt, where)
-                spool.emit(
-                    job_event(
-                        EventKind.STAGE_COMPLETED,
-                        claim,
-                        now,
-                        event_id=done_id,
-                        attempt=attempt,
-                        route=nxt,
-                        already_published=True,
-                        final_state=None,
-                        duration_seconds=0.0,
-                    )
-                )
-                spool.finish(claim)
+                self._complete(claim, now, attempt, nxt, 0.0, already_published=True)
                 return
         # informational: if a power cut loses it, the attempt is redone and says so again
         spool.emit(job_event(EventKind.STAGE_STARTED, claim, now, attempt=attempt), durable=False)
@@ -378,22 +363,8 @@ class Worker:
                 published = spool.publish(staging, out, route)
                 if not published:
                     log.info("output already in %s/inbox", route)
-            final = None if route else self.terminal_state
-            spool.emit(
-                job_event(
-                    EventKind.STAGE_COMPLETED,
-                    claim,
-                    now,
-                    event_id=done_id,
-                    attempt=attempt,
-                    route=route,
-                    final_state=final,
-                    duration_seconds=round(duration, 6),
-                    facts=ctx.facts,
-                )
-            )
-            spool.finish(claim)
-            log.info("completed in %.3fs -> %s", duration, route or final)
+            self._complete(claim, now, attempt, route, duration, facts=ctx.facts)
+            log.info("completed in %.3fs -> %s", duration, route or self.terminal_state)
         except SkipJob as err:
             spool.emit(
                 job_event(
@@ -420,6 +391,32 @@ class Worker:
             ctx.cleanup()
             if staging is not None:
                 staging.discard()
+
+    def _complete(
+        self,
+        claim: Claim,
+        now: datetime,
+        attempt: int,
+        route: str | None,
+        duration: float,
+        **data: Any,
+    ) -> None:
+        """The completion event (durable), then the claim to ``done/``. The same attempt always
+        gets the same event id, so a repeated completion is ingested once."""
+        self.spool.emit(
+            job_event(
+                EventKind.STAGE_COMPLETED,
+                claim,
+                now,
+                event_id=Event.stable_id(claim.job, claim.stage, "completed", attempt),
+                attempt=attempt,
+                route=route,
+                final_state=None if route else self.terminal_state,
+                duration_seconds=round(duration, 6),
+                **data,
+            )
+        )
+        self.spool.finish(claim)
 
     def _call(self, ctx: Context) -> None:
         def call() -> None:
