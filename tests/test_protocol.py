@@ -375,3 +375,40 @@ def _run_once_with_drop(
     (spool_dir / "inbox").mkdir(parents=True, exist_ok=True)
     (spool_dir / "inbox" / "clip.MP4").write_bytes(b"precious")
     return _run_once(policies, crash_at)
+
+
+class Annotate(CopyStage):
+    """Uses the Context API the real stages will use: outputs, facts, refs, identity updates."""
+
+    def process(self, job: Sidecar, ctx: Any) -> None:
+        raw = ctx.resolve_ref("video") if "video" in ctx.refs else None
+        ctx.write_output("notes.txt", b"seen " + job.source_name.encode())
+        ctx.set_facts(inputs=list(ctx.inputs), had_ref=raw is not None)
+        ctx.set_ref("video", "raw", "2024/01/01/clip.MP4")
+        ctx.update(priority=5)
+
+
+def test_context_api_outputs_facts_refs_and_updates(spool: Spool, policies: Policies) -> None:
+    (Path(policies.path(policies.stores.raw)) / "2024/01/01").mkdir(parents=True)
+    job = make_job(spool, "a")
+    w = _worker(spool, policies, Annotate)
+    assert w.loop_once()
+    out = spool.read_sidecar_at(f"b/inbox/{job}")
+    assert out.files == ("notes.txt",)  # only what the stage wrote travels on
+    assert out.facts["a"] == {"inputs": ["data.bin"], "had_ref": False}
+    assert out.refs == {"video": "raw:2024/01/01/clip.MP4"}
+    assert out.priority == 5 and out.stage == "b" and out.attempts == 0
+    notes = spool.backend.local_root / "b/inbox" / job / "notes.txt"  # type: ignore[operator]
+    assert notes.read_bytes() == b"seen x.MP4"
+
+
+class Escape(CopyStage):
+    def process(self, job: Sidecar, ctx: Any) -> None:
+        ctx.set_ref("video", "raw", "../../etc/passwd")
+
+
+def test_a_stage_cannot_point_a_ref_outside_its_root(spool: Spool, policies: Policies) -> None:
+    job = make_job(spool, "a")
+    assert _worker(spool, policies, Escape).loop_once()
+    assert listing(spool, "a/failed") == [job, f"{job}.error.json"]
+    assert listing(spool, "b/inbox") == []

@@ -187,7 +187,6 @@ class Worker:
         )
         self.clock = clock
         self.current_job: str | None = None
-        self.handled = 0
         self._candidates: list[str] = []
         self._dirty = True
         self._settle: dict[str, tuple[tuple[int, float], datetime]] = {}
@@ -315,7 +314,6 @@ class Worker:
     # ----------------------------------------------------------------- handle
     def handle(self, claim: Claim, now: datetime) -> None:
         self.current_job = claim.job
-        self.handled += 1
         try:
             with context(job=claim.job):
                 self._handle(claim, now)
