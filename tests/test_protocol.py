@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Pipeline, drop, listing
 from sqlmodel import select
 
@@ -122,6 +124,12 @@ class Flaky(CopyStage):
         super().process(job, ctx)
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_failures() -> Iterator[None]:
+    yield
+    Flaky.failures = 0  # even when a test using Flaky fails
+
+
 def _worker(spool: Spool, policies: Policies, stage_cls: type = Flaky, name: str = "a") -> Worker:
     stage = stage_cls(name, stage_cls.Settings())
     return Worker(spool, policies, stage, "dev1")
@@ -148,7 +156,6 @@ def test_repeated_failure_defers_then_fails_with_error_file(
     assert sc.attempts == 1 and sc.last_error == "NAS busy" and sc.not_before is not None
     for i in range(2, 4):  # max_attempts = 3
         later = now + timedelta(seconds=i)
-        w._next_release = None
         assert w.loop_once(later)
     assert listing(spool, "a/deferred") == []
     assert listing(spool, "a/failed") == [job, f"{job}.error.json"]
@@ -158,7 +165,6 @@ def test_repeated_failure_defers_then_fails_with_error_file(
         error["attempts"] == 3 and error["device"] == "dev1" and "Traceback" in error["traceback"]
     )
     assert (spool.backend.local_root / f"a/failed/{job}/data.bin").read_bytes() == b"data"  # type: ignore[operator]
-    Flaky.failures = 0
 
 
 def test_deferred_job_waits_for_its_time(spool: Spool, make_policies: Any) -> None:
@@ -169,9 +175,7 @@ def test_deferred_job_waits_for_its_time(spool: Spool, make_policies: Any) -> No
     now = utcnow()
     assert w.loop_once(now)
     assert listing(spool, "a/deferred") == [job]
-    w._next_release = None
     assert not w.loop_once(now + timedelta(seconds=30))
-    w._next_release = None
     assert w.loop_once(now + timedelta(seconds=80))
     assert listing(spool, "b/inbox") == [job]
 

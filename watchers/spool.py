@@ -337,9 +337,7 @@ class Spool:
 
     def rewrite(self, claim: Claim, sidecar: Sidecar) -> None:
         """Replace a claimed job's sidecar atomically."""
-        tmp = f"{claim.rel}/.{SIDECAR}.{secrets.token_hex(3)}"
-        self.backend.write_bytes(tmp, sidecar.encode(), fsync=self.fsync)
-        self.backend.replace(tmp, f"{claim.rel}/{SIDECAR}")
+        self.write_sidecar_at(claim.rel, sidecar)
         claim.sidecar = sidecar
 
     def defer(self, claim: Claim, sidecar: Sidecar) -> None:
@@ -369,9 +367,8 @@ class Spool:
 
     def _not_before(self, rel: str) -> datetime | None:
         try:
-            data = self.backend.read_bytes(f"{rel}/{SIDECAR}", self.max_sidecar_bytes)
-            return Sidecar.decode(data, rel).not_before
-        except Exception:
+            return self.read_sidecar_at(rel).not_before
+        except Exception:  # unreadable: release it; the claim fails it with a reason
             return None
 
     def release(self, stage: str, job: str) -> bool:
@@ -699,6 +696,7 @@ class Spool:
         )
 
     def write_sidecar_at(self, rel: str, sidecar: Sidecar) -> None:
+        """Temp name, fsync, rename over ``job.json``: a reader never sees a torn sidecar."""
         tmp = f"{rel}/.{SIDECAR}.{secrets.token_hex(3)}"
         self.backend.write_bytes(tmp, sidecar.encode(), fsync=self.fsync)
         self.backend.replace(tmp, f"{rel}/{SIDECAR}")
