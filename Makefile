@@ -14,11 +14,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian tools the tests use: systemd-analyze (unit file checks).
+# Debian tools the tests use: systemd-analyze (unit file checks), exiftool (the independent
+# oracle for the GPS readers).
 system-deps:
-	@command -v systemd-analyze >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q systemd; \
-	  else echo "systemd-analyze missing: sudo apt-get install systemd" >&2; fi; }
+	@missing=""; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $$missing; \
+	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)" >&2; fi; fi
 
 demo: install
 	$(BIN)/python scripts/demo.py

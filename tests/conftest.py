@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -161,3 +162,14 @@ def testdata() -> Path:
             pytest.fail(f"test data required but missing: {TESTDATA}")
         pytest.skip(f"no test data at {TESTDATA} (set DASHSPOOL_TESTDATA)")
     return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def exiftool() -> str:
+    """Debian's exiftool, the independent oracle for GPS readers (``make system-deps``)."""
+    path = shutil.which("exiftool")
+    if path is None:
+        if os.environ.get("DASHSPOOL_REQUIRE_TESTDATA") == "1":
+            pytest.fail("exiftool required but missing: apt-get install libimage-exiftool-perl")
+        pytest.skip("exiftool missing (apt-get install libimage-exiftool-perl)")
+    return path

@@ -7,6 +7,9 @@ sentence. The kinds the runtime acts on differently:
 * :class:`RetryLater` — defer the job to a later time without in-process retries;
 * :class:`SkipJob` — nothing for this stage to do: the job is finished without output;
 * :class:`PermanentError` (and :class:`BadJob` for untrusted input) — straight to ``failed/``;
+* :class:`Rejected` / :class:`Duplicate` — only at the entry stage: the dropped file is not
+  acceptable (not a video, truncated) or was seen before; it is set aside in ``inbox/rejected/``
+  or ``inbox/duplicates/`` with the sentence beside it, never deleted;
 * anything else a stage raises is a bug or an unknown failure: deferred, then failed after the
   configured number of attempts.
 
@@ -55,6 +58,15 @@ class SkipJob(DashspoolError):
 
 class PermanentError(DashspoolError):
     """Retrying cannot help; the job goes to ``failed/`` with this sentence."""
+
+
+class Rejected(DashspoolError):
+    """The entry stage refuses a dropped file: ``str()`` is the sentence a person reads in
+    ``<name>.error.json`` ("not a video: no video stream found")."""
+
+
+class Duplicate(DashspoolError):
+    """The entry stage has seen this content before (under any name); the sentence says where."""
 
 
 class BadJob(PermanentError):
