@@ -4,6 +4,7 @@ are. The registry table below is the one place a stage type is made known."""
 from __future__ import annotations
 
 from stages.copy import CopyStage
+from stages.ingest import IngestStage
 from watchers.stage import Registry
 
-REGISTRY = Registry([CopyStage])
+REGISTRY = Registry([CopyStage, IngestStage])

@@ -44,6 +44,8 @@ def open_ledger(policies: Policies, *, read_only: bool = False) -> Ledger:
         policies.ledger_path,
         busy_timeout_seconds=policies.ledger.busy_timeout_seconds,
         read_only=read_only,
+        trip_gap_seconds=policies.ledger.trip_gap_seconds,
+        moment_window_seconds=policies.ledger.moment_window_seconds,
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from enum import Enum
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
@@ -23,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from watchers import __version__, logs
+from watchers import __version__, catalog, logs
 from watchers import app as wiring
 from watchers.clock import iso, utcnow
 from watchers.config import Policies, load
@@ -41,7 +42,8 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 ledger_cli = typer.Typer(
-    help="Query the ledger (videos, one video's history, failures, events).", no_args_is_help=True
+    help="Query the ledger (videos, one video's history, trips, failures, events).",
+    no_args_is_help=True,
 )
 cli.add_typer(ledger_cli, name="ledger")
 out = Console()
@@ -357,6 +359,72 @@ def ledger_video(
             a.error or "",
         )
     out.print(t)
+
+
+@ledger_cli.command("trips")
+def ledger_trips(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Trips, newest first: consecutive clips until a gap longer than ledger.trip_gap_seconds."""
+    rows = _rows(_ledger().trips(limit))
+    columns: list[Column] = [
+        *_fields("trip_id", "start_utc", "end_utc", "clips", "moments"),
+        ("km", lambda r: f"{r['distance_m'] / 1000:.2f}"),
+        ("minutes", lambda r: f"{r['duration_seconds'] / 60:.1f}"),
+    ]
+    _show(rows, columns, as_json=as_json)
+
+
+@ledger_cli.command("trip")
+def ledger_trip(
+    trip_id: Annotated[str, typer.Argument(help="Trip id (a prefix will do).")],
+    gpx: Annotated[
+        str | None,
+        typer.Option(
+            "--gpx", help="Write the whole trip's track as GPX 1.1 to this file (- for stdout)."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One trip: its clips, start and end, distance and duration; --gpx exports its track."""
+    trip, clips, points = _ledger().trip(trip_id)
+    if gpx is not None:
+        from stages.gps import Fix
+        from stages.gps.track import to_gpx
+
+        fixes = [
+            Fix(
+                time=catalog.parse_ts(p.t),
+                lat=p.lat,
+                lon=p.lon,
+                speed_kmh=p.speed_kmh,
+                bearing_deg=p.bearing_deg,
+                alt_m=p.alt_m,
+            )
+            for p in points
+        ]
+        text = to_gpx(fixes, name=f"dashspool trip {trip.trip_id}")
+        if gpx == "-":
+            sys.stdout.write(text)
+            return
+        Path(gpx).write_text(text, encoding="utf-8")
+    data = {"trip": trip.model_dump(), "clips": _rows(clips), "points": len(points)}
+    if as_json:
+        _print_json(data)
+        return
+    out.print(
+        f"[bold]trip {trip.trip_id}[/]  {trip.start_utc} → {trip.end_utc}  "
+        f"{trip.distance_m / 1000:.2f} km  {trip.duration_seconds / 60:.1f} min  "
+        f"{trip.clips} clips  {len(points)} GPS points"
+    )
+    if gpx not in (None, "-"):
+        out.print(f"track written to {gpx}")
+    columns: list[Column] = [
+        ("video_id", lambda r: r["video_id"][:12]),
+        *_fields("source_name", "channel", "start_utc", "recorded_at", "state", "gps_points"),
+    ]
+    _show(_rows(clips), columns, as_json=False)
 
 
 @ledger_cli.command("failures")

@@ -63,6 +63,8 @@ class LedgerSettings(Strict):
     path: str = "dashspool.db"
     busy_timeout_seconds: float = Field(30.0, gt=0)
     ingest_batch: int = Field(500, ge=1)
+    trip_gap_seconds: float = Field(300.0, gt=0)
+    moment_window_seconds: float = Field(2.0, ge=0)
 
 
 class CoordinatorSettings(Strict):

@@ -8,6 +8,7 @@ writes, and schema changes as named migrations recorded in ``schema_migrations``
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,8 @@ from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy import text as sql
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from watchers.errors import ConfigError
+from watchers import catalog
+from watchers.errors import ConfigError, NotFound
 from watchers.sidecar import Event, EventKind
 
 
@@ -31,6 +33,9 @@ class VideoState(str, Enum):
     FAILED = "failed"
     DONE = "done"
     ARCHIVED = "archived"
+    REJECTED = "rejected"  # set aside in inbox/rejected/ by the entry stage
+    DUPLICATE = "duplicate"  # the same content was dropped before (see last_error)
+    TRACK = "track"  # a GPX file dropped on its own, filed as an external GPS track
 
 
 class Outcome(str, Enum):
@@ -42,9 +47,8 @@ class Outcome(str, Enum):
     ABANDONED = "abandoned"
 
 
-def ts(value: datetime) -> str:
-    """Fixed-width UTC text, so that comparing strings compares times."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+ts = catalog.ts
+VIDEO_ID_RE = re.compile(r"^[0-9a-f]{6,64}$")
 
 
 class Video(SQLModel, table=True):
@@ -59,6 +63,32 @@ class Video(SQLModel, table=True):
     created_at: str
     updated_at: str
     last_error: str | None = None
+    # from the ingest stage (watchers/catalog.py)
+    kind: str = "video"
+    sha256: str | None = None
+    size_bytes: int | None = None
+    source_path: str | None = None
+    raw_path: str | None = None
+    camera: str | None = None
+    channel: str | None = None
+    mode: str | None = None
+    locked: int | None = None
+    start_utc: str | None = None
+    end_utc: str | None = None
+    time_source: str | None = None
+    duration_seconds: float | None = None
+    gps_source: str | None = None
+    gps_points: int | None = None
+    moment_id: str | None = None
+    trip_id: str | None = None
+
+
+class VideoAlias(SQLModel, table=True):
+    """A provisional id (the drop's, before its content was hashed) → the video id."""
+
+    __tablename__ = "video_aliases"
+    alias: str = Field(primary_key=True)
+    video_id: str
 
 
 class StageAttempt(SQLModel, table=True):
@@ -129,12 +159,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    catalog.MIGRATION,
 ]
 
 
 class Ledger:
-    def __init__(self, path: Path, *, busy_timeout_seconds: float = 30.0, read_only: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout_seconds: float = 30.0,
+        read_only: bool = False,
+        trip_gap_seconds: float = 300.0,
+        moment_window_seconds: float = 2.0,
+    ):
         self.path = Path(path)
+        self.trip_gap_seconds = trip_gap_seconds
+        self.moment_window_seconds = moment_window_seconds
         self.read_only = read_only
         if read_only and not self.path.exists():
             raise ConfigError(
@@ -234,6 +275,7 @@ class Ledger:
                     fresh.pop(seen, None)
             if not fresh:
                 return 0
+            s.info.update(attempts={}, pending={}, aliases={}, ledger=self)
             s.execute(
                 insert(EventRow),
                 [
@@ -244,7 +286,7 @@ class Ledger:
                         "device": ev.device,
                         "stage": ev.stage,
                         "job": ev.job,
-                        "video_id": ev.video_id,
+                        "video_id": _resolve(s, ev.video_id),
                         "attempt": ev.attempt,
                         "data": json.dumps(ev.data, default=str),
                         "ingested_at": ts(now),
@@ -252,7 +294,6 @@ class Ledger:
                     for ev in fresh.values()
                 ],
             )
-            s.info["attempts"], s.info["pending"] = {}, {}
             with s.no_autoflush:
                 for ev in fresh.values():
                     self._apply(s, ev)
@@ -262,12 +303,13 @@ class Ledger:
         at = ts(ev.at)
         self._seen_device(s, ev, at)
         handler = _APPLY.get(ev.kind)
-        if handler is None or ev.video_id is None or ev.job is None:
+        video_id = _resolve(s, ev.video_id)
+        if handler is None or video_id is None or ev.job is None:
             return
-        video = _get(s, Video, ev.video_id)
+        video = _get(s, Video, video_id)
         if video is None:
             video = Video(
-                video_id=ev.video_id,
+                video_id=video_id,
                 job=ev.job,
                 source_name=str(ev.data.get("source_name") or ev.job),
                 state=VideoState.QUEUED.value,
@@ -277,9 +319,8 @@ class Ledger:
                 created_at=at,
                 updated_at="",
             )
-            _add(s, video, ev.video_id)
-        handler(s, ev, video, at)
-        s.add(video)
+            _add(s, video, video_id)
+        s.add(handler(s, ev, video, at))
 
     @staticmethod
     def _seen_device(s: Session, ev: Event, at: str) -> None:
@@ -292,11 +333,15 @@ class Ledger:
             s.add(row)
 
     # ---------------------------------------------------------------- queries
-    def videos(self, *, state: str | None = None, limit: int = 100) -> list[Video]:
+    def videos(
+        self, *, state: str | None = None, limit: int = 100, kind: str | None = "video"
+    ) -> list[Video]:
         with self.reading() as s:
             q = select(Video).order_by(col(Video.created_at).desc()).limit(limit)
             if state:
                 q = q.where(Video.state == state)
+            if kind:
+                q = q.where(Video.kind == kind)
             return list(s.exec(q).all())
 
     def find_video(self, prefix: str) -> list[Video]:
@@ -330,6 +375,29 @@ class Ledger:
         with self.reading() as s:
             q = select(EventRow).where(EventRow.at >= ts(since)).order_by(col(EventRow.at))
             return list(s.exec(q.limit(limit)).all())
+
+    def trips(self, limit: int = 100) -> list[catalog.Trip]:
+        with self.reading() as s:
+            q = select(catalog.Trip).order_by(col(catalog.Trip.start_utc).desc()).limit(limit)
+            return list(s.exec(q).all())
+
+    def trip(self, prefix: str) -> tuple[catalog.Trip, list[Video], list[catalog.TrackPoint]]:
+        """One trip (id or unique prefix): its clips in time order and its GPS points."""
+        with self.reading() as s:
+            found = list(
+                s.exec(
+                    select(catalog.Trip).where(col(catalog.Trip.trip_id).startswith(prefix))
+                ).all()
+            )
+            if len(found) != 1:
+                raise NotFound(f"{len(found) or 'no'} trips match {prefix!r}")
+            trip = found[0]
+            clips = s.exec(
+                select(Video)
+                .where(Video.trip_id == trip.trip_id)
+                .order_by(col(Video.start_utc), col(Video.channel))
+            ).all()
+            return trip, list(clips), catalog.trip_points(s, trip.trip_id)
 
     def counts(self) -> dict[str, int]:
         with self.reading() as s:
@@ -400,23 +468,28 @@ def _set_state(video: Video, at: str, state: VideoState | str, stage: str | None
         video.updated_at = at
 
 
-def _new(s: Session, ev: Event, video: Video, at: str) -> None:
+Handler = Callable[[Session, Event, Video, str], Video]
+
+
+def _new(s: Session, ev: Event, video: Video, at: str) -> Video:
     video.source_name = str(ev.data.get("source_name") or video.source_name)
     _set_state(video, at, VideoState.QUEUED, ev.stage)
+    return video
 
 
-def _started(s: Session, ev: Event, video: Video, at: str) -> None:
+def _started(s: Session, ev: Event, video: Video, at: str) -> Video:
     row = _attempt(s, ev)
     row.started_at, row.device = at, ev.device
     if row.outcome == Outcome.RUNNING.value:
         s.add(row)
     _set_state(video, at, VideoState.PROCESSING, ev.stage)
+    return video
 
 
-def _finished(outcome: Outcome) -> Callable[[Session, Event, Video, str], None]:
-    def apply(s: Session, ev: Event, video: Video, at: str) -> None:
+def _finished(outcome: Outcome) -> Handler:
+    def apply(s: Session, ev: Event, video: Video, at: str) -> Video:
         if outcome is Outcome.ABANDONED and _completed(s, ev):
-            return  # the stage finished before its device stopped: nothing was abandoned
+            return video  # the stage finished before its device stopped: nothing was abandoned
         row = _attempt(s, ev)
         row.outcome, row.finished_at, row.device = outcome.value, at, ev.device
         row.duration_seconds = ev.data.get("duration_seconds")
@@ -428,7 +501,9 @@ def _finished(outcome: Outcome) -> Callable[[Session, Event, Video, str], None]:
         # those two only move the state while the video is still at this stage.
         late = outcome is Outcome.ABANDONED or bool(ev.data.get("already_published"))
         if late and video.stage != ev.stage:
-            return
+            return video
+        if outcome is Outcome.COMPLETED:
+            video = _identify(s, ev, video, at)
         if outcome in (Outcome.COMPLETED, Outcome.SKIPPED):
             route, final = ev.data.get("route"), ev.data.get("final_state")
             if route:
@@ -443,15 +518,88 @@ def _finished(outcome: Outcome) -> Callable[[Session, Event, Video, str], None]:
             _set_state(video, at, VideoState.FAILED, ev.stage)
         elif outcome is Outcome.ABANDONED:
             _set_state(video, at, VideoState.QUEUED, ev.stage)
+        return video
 
     return apply
 
 
-def _requeued(s: Session, ev: Event, video: Video, at: str) -> None:
+def _requeued(s: Session, ev: Event, video: Video, at: str) -> Video:
     _set_state(video, at, VideoState.QUEUED, ev.stage)
+    return video
 
 
-_APPLY: dict[EventKind, Callable[[Session, Event, Video, str], None]] = {
+def _set_aside(state: VideoState) -> Handler:
+    def apply(s: Session, ev: Event, video: Video, at: str) -> Video:
+        video.last_error = str(ev.data.get("reason") or "")[:2000] or None
+        _set_state(video, at, state, ev.stage)
+        return video
+
+    return apply
+
+
+def _identify(s: Session, ev: Event, video: Video, at: str) -> Video:
+    """Ingest's completion: re-key the video from its provisional drop id to the content id,
+    then record the clip's facts (catalog)."""
+    new_id = ev.data.get("new_video_id")
+    if isinstance(new_id, str) and new_id != video.video_id and VIDEO_ID_RE.match(new_id):
+        video = _rekey(s, video, new_id)
+    facts = catalog.parse_facts(ev.data.get("facts"))
+    if facts is not None:
+        led: Ledger = s.info["ledger"]
+        catalog.apply_clip(
+            s,
+            video,
+            facts,
+            at,
+            trip_gap=led.trip_gap_seconds,
+            moment_window=led.moment_window_seconds,
+        )
+    return video
+
+
+def _rekey(s: Session, old: Video, new_id: str) -> Video:
+    """Move a video row, its attempts and events to ``new_id``; the old id becomes an alias.
+    When ``new_id`` already has a row (a later stage's events were ingested first), the two
+    rows are merged, keeping the newer state."""
+    old_id = old.video_id
+    row = _get(s, Video, new_id)
+    if row is None:
+        row = Video.model_validate({**old.model_dump(), "video_id": new_id})
+        _add(s, row, new_id)
+    else:
+        row.created_at = min(row.created_at, old.created_at)
+        if old.updated_at > row.updated_at:
+            row.state, row.stage, row.updated_at = old.state, old.stage, old.updated_at
+    s.flush()
+    s.execute(
+        sql("UPDATE stage_attempts SET video_id = :n WHERE video_id = :o"),
+        {"n": new_id, "o": old_id},
+    )
+    s.execute(
+        sql("UPDATE events SET video_id = :n WHERE video_id = :o"), {"n": new_id, "o": old_id}
+    )
+    for attempt in s.info.get("attempts", {}).values():
+        if attempt.video_id == old_id:
+            attempt.video_id = new_id
+    s.info["pending"].pop((Video, old_id), None)
+    s.delete(old)
+    s.merge(VideoAlias(alias=old_id, video_id=new_id))
+    s.info["aliases"][old_id] = new_id
+    return row
+
+
+def _resolve(s: Session, video_id: str | None) -> str | None:
+    """The video id an event's id stands for now (a drop id becomes the content id)."""
+    if video_id is None:
+        return None
+    cache: dict[str, str | None] = s.info.setdefault("aliases", {})
+    if video_id not in cache:
+        alias = s.get(VideoAlias, video_id)
+        cache[video_id] = alias.video_id if alias else None
+    return cache[video_id] or video_id
+
+
+_APPLY: dict[EventKind, Handler] = {
     EventKind.VIDEO_NEW: _new,
     EventKind.STAGE_STARTED: _started,
     EventKind.STAGE_COMPLETED: _finished(Outcome.COMPLETED),
@@ -460,4 +608,6 @@ _APPLY: dict[EventKind, Callable[[Session, Event, Video, str], None]] = {
     EventKind.STAGE_FAILED: _finished(Outcome.FAILED),
     EventKind.JOB_RECOVERED: _finished(Outcome.ABANDONED),
     EventKind.JOB_REQUEUED: _requeued,
+    EventKind.DROP_REJECTED: _set_aside(VideoState.REJECTED),
+    EventKind.DROP_DUPLICATE: _set_aside(VideoState.DUPLICATE),
 }

@@ -48,6 +48,7 @@ class Sidecar(Frozen):
     job: str
     video_id: str = Field(pattern=r"^[0-9a-f]{6,64}$")
     source_name: str = Field(max_length=1024)
+    source_path: str | None = Field(None, max_length=4096)  # where it was dropped, in the inbox
     stage: str
     priority: int = 0
     created_at: datetime
@@ -101,6 +102,7 @@ class EventKind(str, Enum):
     JOB_RECOVERED = "job.recovered"
     JOB_REQUEUED = "job.requeued"
     DROP_REJECTED = "drop.rejected"
+    DROP_DUPLICATE = "drop.duplicate"
 
 
 class Event(Frozen):

@@ -33,6 +33,7 @@ import itertools
 import json
 import logging
 import os
+import posixpath
 import re
 import secrets
 import shutil
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from watchers import __version__
-from watchers.backends.base import Backend, Entry
+from watchers.backends.base import Backend, Entry, clean_rel
 from watchers.clock import iso
 from watchers.errors import (
     AlreadyExists,
@@ -77,6 +78,7 @@ LEDGER_REJECTED = "ledger/rejected"
 SIDECAR = "job.json"
 PAUSED = "PAUSED"
 QUEUES = ("inbox", "work", "deferred", "failed", "done")
+MAX_DROP_DEPTH = 8  # folders below the inbox that are scanned (card dumps are 3 deep)
 _EVENT_SEQ = itertools.count()
 
 
@@ -327,6 +329,11 @@ class Spool:
         """Move a handled claim to ``<stage>/done/``; returns where it went."""
         return self._move_aside(claim.rel, f"{claim.stage}/done", claim.job)
 
+    def discard_input(self, claim: Claim, name: str) -> None:
+        """Remove a payload file the stage consumed (it lives on under another name)."""
+        with contextlib.suppress(NotFound):
+            self.backend.remove_file(self.input_path(claim, name))
+
     def _move_aside(self, src: str, folder: str, name: str) -> str:
         for n in range(1000):
             try:
@@ -438,40 +445,75 @@ class Spool:
         self.backend.remove_tree(claim.rel)
 
     # ------------------------------------------------------------------ drops
-    def drops(self) -> list[Entry]:
-        """Entries people and cameras dropped in the top-level inbox (hidden/partial names and the
-        rejected/ and duplicates/ folders excluded)."""
-        out = [e for e in self.backend.list(DROPS) if self._is_drop(e)]
+    def drops(self, *, prune_before: float | None = None) -> list[Entry]:
+        """Files people and cameras dropped anywhere in the inbox tree (card dumps, viofosync's
+        date folders), as entries whose ``name`` is the path inside the inbox. Hidden and
+        partial names (at any depth) and the top-level rejected/ and duplicates/ folders are
+        left out; links and other odd entries are returned for the caller to refuse. Empty
+        folders last changed before ``prune_before`` (epoch seconds) are removed on the way."""
+        out: list[Entry] = []
+        self._walk_drops("", 0, out, prune_before)
         return sorted(out, key=lambda e: (e.mtime, e.name))
+
+    def _walk_drops(self, rel: str, depth: int, out: list[Entry], prune: float | None) -> bool:
+        """Collect drops under ``inbox/rel``; True when the folder is (now) empty."""
+        listed = self.backend.list(f"{DROPS}/{rel}" if rel else DROPS)
+        left = len(listed)
+        for e in listed:
+            path = f"{rel}/{e.name}" if rel else e.name
+            if not self._is_drop(Entry(path, e.kind, e.size, e.mtime)):
+                continue
+            if e.kind != "dir":
+                out.append(Entry(path, e.kind, e.size, e.mtime))
+            elif depth >= MAX_DROP_DEPTH:
+                log.warning("inbox/%s: deeper than %d folders; not scanned", path, MAX_DROP_DEPTH)
+            elif self._walk_drops(path, depth + 1, out, prune) and prune and e.mtime < prune:
+                with contextlib.suppress(NotFound, AlreadyExists, OSError):  # refilled: keep
+                    self.backend.remove_dir(f"{DROPS}/{path}")
+                    left -= 1
+        return left == 0
 
     def drop_entry(self, name: str) -> Entry | None:
         """A fresh look at one drop (None: gone, or not a drop)."""
-        e = self.backend.stat(f"{DROPS}/{name}")
-        return e if e is not None and self._is_drop(e) else None
+        e = self.backend.stat(f"{DROPS}/{clean_rel(name)}")
+        if e is None:
+            return None
+        e = Entry(name, e.kind, e.size, e.mtime)
+        return e if self._is_drop(e) else None
 
     def _is_drop(self, e: Entry) -> bool:
-        if e.kind == "dir" and e.name in ("rejected", "duplicates"):
+        """``e.name`` is the path inside the inbox; every part of it must be a drop's name."""
+        parts = e.name.split("/")
+        if parts[0] in ("rejected", "duplicates") and (len(parts) > 1 or e.kind == "dir"):
             return False
-        return not self._ignore.match(e.name)
+        return not any(self._ignore.match(p) for p in parts)
 
     @staticmethod
     def drop_id(e: Entry) -> str:
-        """Identity of a drop before its content is hashed: name, size and mtime."""
+        """Identity of a drop before its content is hashed: path, size and mtime."""
         return hashlib.sha256(f"{e.name}\x00{e.size}\x00{int(e.mtime * 1e6)}".encode()).hexdigest()
 
-    def adopt(self, entry: Entry, stage: str, device: str, now: datetime) -> Claim | None:
+    def adopt(
+        self,
+        entry: Entry,
+        stage: str,
+        device: str,
+        now: datetime,
+        companions: Iterable[Entry] = (),
+    ) -> Claim | None:
         """Claim a settled drop for the entry stage: it becomes ``<stage>/work/<dev>/<job>/``
         holding the file and a sidecar. None when another device took it first.
 
         Order: folder, sidecar, then the exclusive rename of the file into the folder. A crash
-        before the rename leaves a folder that :meth:`incomplete_adoption` recognises."""
+        before the rename leaves a folder that :meth:`incomplete_adoption` recognises.
+        ``companions`` (a clip's ``.gpx`` beside it) follow the file, and the sidecar is
+        rewritten to list them; a crash in between leaves them unlisted, never lost."""
         vid = self.drop_id(entry)
-        stem = entry.name.rsplit(".", 1)[0] if "." in entry.name[1:] else entry.name
+        base = posixpath.basename(entry.name)
+        stem = base.rsplit(".", 1)[0] if "." in base[1:] else base
         recorded = datetime.fromtimestamp(entry.mtime)
         job = job_name(stem, recorded, vid)
-        payload = safe_component(entry.name, 200)
-        if payload == SIDECAR:
-            payload = f"_{payload}"
+        payload = _payload_name(base, ())
         rel = f"{stage}/work/{device}/{job}"
         if self.backend.stat(rel) is not None:
             raise AlreadyExists(f"{rel}: this device already holds a drop with that identity")
@@ -479,7 +521,8 @@ class Spool:
         sidecar = Sidecar(
             job=job,
             video_id=vid,
-            source_name=entry.name,
+            source_name=base,
+            source_path=entry.name,
             stage=stage,
             created_at=now,
             recorded_at=recorded.isoformat(timespec="seconds"),
@@ -491,7 +534,50 @@ class Spool:
         except NotFound:
             self.backend.remove_tree(rel)
             return None
+        files = [payload]
+        for extra in companions:
+            name = _payload_name(posixpath.basename(extra.name), files)
+            with contextlib.suppress(NotFound):  # gone: it was only ever a hint
+                self.backend.rename(f"{DROPS}/{extra.name}", f"{rel}/{name}")
+                files.append(name)
+        if len(files) > 1:
+            sidecar = sidecar.model_copy(update={"files": tuple(files)})
+            self.write_sidecar_at(rel, sidecar)
         return Claim(stage, job, device, sidecar)
+
+    def set_aside(
+        self, claim: Claim, folder: str, reason: str, device: str, now: datetime
+    ) -> list[str]:
+        """Give an adopted drop back to people: its files go to ``inbox/rejected/`` (or
+        ``duplicates/``) under their original names, each beside a ``.error.json`` saying why,
+        and the emptied claim goes to ``done/``. Returns where the files went."""
+        if folder not in (REJECTED, DUPLICATES):
+            raise ValueError(f"not a set-aside folder: {folder}")
+        sidecar = claim.sidecar or self.load(claim)
+        moved: list[str] = []
+        for i, name in enumerate(sidecar.files):
+            original = sidecar.source_name if i == 0 else name
+            if "/" in original or original in ("", ".", ".."):
+                original = name
+            try:
+                dst = self._move_aside(f"{claim.rel}/{name}", folder, _fit_note(original))
+            except NotFound:
+                continue
+            note = {
+                "file": sidecar.source_path or sidecar.source_name,
+                "reason": reason,
+                "device": device,
+                "time": iso(now),
+                "job": claim.job,
+            }
+            self.backend.write_bytes(
+                f"{dst}.error.json", json.dumps(note, indent=2).encode(), fsync=self.fsync
+            )
+            moved.append(dst)
+        if self.fsync:
+            self.backend.fsync_dir(folder)
+        self.finish(claim)
+        return moved
 
     def duplicate_drop(self, entry: Entry, reason: str, device: str, now: datetime) -> str | None:
         """Move a repeated drop to ``inbox/duplicates/`` with a note. None: gone."""
@@ -505,7 +591,8 @@ class Spool:
         self, entry: Entry, folder: str, reason: str, device: str, now: datetime
     ) -> str | None:
         try:
-            dst = self._move_aside(f"{DROPS}/{entry.name}", folder, entry.name)
+            base = _fit_note(posixpath.basename(entry.name))
+            dst = self._move_aside(f"{DROPS}/{entry.name}", folder, base)
         except NotFound:
             return None
         note = {"file": entry.name, "reason": reason, "device": device, "time": iso(now)}
@@ -700,6 +787,28 @@ class Spool:
         tmp = f"{rel}/.{SIDECAR}.{secrets.token_hex(3)}"
         self.backend.write_bytes(tmp, sidecar.encode(), fsync=self.fsync)
         self.backend.replace(tmp, f"{rel}/{SIDECAR}")
+
+
+def _fit_note(name: str, limit: int = 255 - len(".error.json") - 4) -> str:
+    """``name`` shortened (extension kept) so that ``<name>.N.error.json`` fits in one file
+    name (255 bytes): a refused file with a very long name still gets its note beside it."""
+    if len(name.encode()) <= limit:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not stem or len(ext) > 16:
+        stem, dot, ext = name, "", ""
+    tail = f"~{dot}{ext}"
+    room = limit - len(tail.encode())
+    short = stem.encode()[:room].decode(errors="ignore")
+    return f"{short}{tail}"
+
+
+def _payload_name(base: str, taken: Iterable[str]) -> str:
+    """A payload file name for a dropped file: typeable, never the sidecar's, never taken."""
+    name = safe_component(base, 190)
+    while name == SIDECAR or name in taken:
+        name = f"x-{name}"
+    return name
 
 
 def _pid_alive(pid: int) -> bool:

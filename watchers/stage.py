@@ -32,6 +32,9 @@ class Stage(ABC):
 
     type_name: ClassVar[str]
     Settings: ClassVar[type[BaseModel]] = NoSettings
+    # At the entry stage: suffixes of files that travel with the file they sit beside
+    # (``X.MP4.gpx`` or ``X.gpx`` with ``X.MP4``); alone they are drops of their own.
+    companion_suffixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, settings: BaseModel) -> None:
         self.name = name
@@ -71,6 +74,8 @@ class Context:
         self.updates: dict[str, Any] = {}
         self.refs: dict[str, str] = dict(self.job.refs)
         self.routed: str | None = None
+        self.final_state: str | None = None
+        self.consumed: list[str] = []
         self._spool = spool
         self._claim = claim
         self._staging = staging
@@ -118,6 +123,18 @@ class Context:
         if stage not in self.next_stages:
             raise ConfigError(f"{self.stage} may route to {list(self.next_stages)}, not {stage!r}")
         self.routed = stage
+
+    def end_here(self, state: str) -> None:
+        """Finish the job at this stage, publishing nothing onward; ``state`` is what the
+        ledger records (a standalone GPX track ends at ingest as ``track``)."""
+        self.final_state = state
+
+    def consume_input(self, name: str) -> None:
+        """This input now lives elsewhere (ingest hard-links the clip into the raw store): drop
+        it from the claim once the job is complete, instead of keeping it in ``done/``."""
+        self._spool.input_path(self._claim, name)  # a KeyError for a name that is no input
+        if name not in self.consumed:
+            self.consumed.append(name)
 
     def set_facts(self, **facts: Any) -> None:
         """Record this stage's results in the sidecar (under the stage's name)."""

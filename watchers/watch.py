@@ -229,6 +229,12 @@ class Runner:
                         self._heartbeat("waiting-for-storage")
                     self.stop.wait(min(rescan, 5.0))
                     continue
+                except Exception:  # a runtime bug must not take the watcher down with it
+                    log.exception("unexpected error in the watch loop; going on shortly")
+                    self.stop.wait(min(rescan, 5.0))
+                    for w in self.workers:
+                        w.mark_dirty()
+                    continue
                 if did:
                     continue
                 timeout = rescan

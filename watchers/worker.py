@@ -13,7 +13,7 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -24,8 +24,10 @@ from watchers.config import Policies, RetrySettings
 from watchers.errors import (
     AlreadyExists,
     BadJob,
+    Duplicate,
     NotFound,
     PermanentError,
+    Rejected,
     RetryLater,
     SkipJob,
     StorageUnavailable,
@@ -33,7 +35,7 @@ from watchers.errors import (
 )
 from watchers.logs import context
 from watchers.sidecar import Event, EventKind, HistoryEntry, Sidecar
-from watchers.spool import Claim, Spool
+from watchers.spool import DUPLICATES, REJECTED, Claim, Spool
 from watchers.stage import Context, Stage
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,12 @@ def _return_claim(spool: Spool, policies: Policies, claim: Claim, now: datetime,
     return "inbox" if spool.requeue(claim) else "failed"
 
 
+def _stem(path: str) -> str:
+    """``a/b/X.MP4`` → ``a/b/X`` (the extension of the last part only)."""
+    folder, sep, base = path.rpartition("/")
+    return f"{folder}{sep}{base.rsplit('.', 1)[0]}" if "." in base[1:] else path
+
+
 class Worker:
     def __init__(
         self,
@@ -254,46 +262,91 @@ class Worker:
         return None
 
     def _adopt_drop(self, now: datetime) -> Claim | None:
-        """Adopt the oldest settled drop. The inbox is listed once and walked name by name (each
-        looked at afresh before adoption), not listed again per adoption."""
-        if self._drops_dirty or not self._drop_names:
-            listed = self.spool.drops()
-            self._drop_names = [e.name for e in listed]
-            self._drops_dirty = False
-            for gone in set(self._settle) - set(self._drop_names):
-                del self._settle[gone]
+        """Adopt the oldest settled drop anywhere in the inbox tree. The tree is listed once and
+        walked name by name (each looked at afresh before adoption), not listed per adoption.
+        Files with one of the stage's companion suffixes (a clip's ``.gpx``) travel with the
+        file they belong to; alone, they are drops of their own and go first."""
         settle = self.policies.spool.settle_seconds
+        if self._drops_dirty or not self._drop_names:
+            prune = (now - timedelta(seconds=settle)).timestamp()
+            listed = self.spool.drops(prune_before=prune)
+            names = {e.name for e in listed}
+            stems = {_stem(n): n for n in names if not n.lower().endswith(self._suffixes)}
+            own = [e.name for e in listed if self._owner(e.name, names, stems) is None]
+            own.sort(key=lambda n: not n.lower().endswith(self._suffixes))  # lone .gpx first
+            self._drop_names = own
+            self._drops_dirty = False
+            for gone in set(self._settle) - names:
+                del self._settle[gone]
         while self._drop_names:
             name = self._drop_names.pop(0)
             entry = self.spool.drop_entry(name)
             if entry is None or entry.kind == "dir":
-                continue  # gone, or a card dump / date folder: the ingest stage walks trees
+                continue  # gone
             if entry.kind != "file":
                 what = "a symbolic link" if entry.kind == "link" else "not a regular file"
                 self._reject(entry, f"not a regular file: {what}", now)
                 continue
-            sig = (entry.size, entry.mtime)
-            first = self._settle.get(name)
-            if first is None or first[0] != sig:
-                self._settle[name] = (sig, now)
-                if settle > 0:
-                    continue
-            elif (now - first[1]).total_seconds() < settle:
+            if not self._settled(entry, now, settle):
                 continue
+            companions = [
+                c
+                for c in map(self.spool.drop_entry, self._companion_names(name))
+                if c is not None and c.kind == "file"
+            ]
+            if not all(self._settled(c, now, settle) for c in companions):
+                continue  # its .gpx is still being written: adopt them together later
             try:
-                claim = self.spool.adopt(entry, self.name, self.device, now)
+                claim = self.spool.adopt(entry, self.name, self.device, now, companions)
             except AlreadyExists as err:
                 self.spool.duplicate_drop(entry, str(err), self.device, now)
                 continue
+            except StorageUnavailable:
+                raise
+            except Exception as err:  # a drop the runtime cannot take: give it back, go on
+                log.exception("cannot adopt %r", name)
+                self._reject(entry, f"cannot take this file: {err}", now)
+                continue
             if claim is None:
                 continue
-            self._settle.pop(name, None)
+            for done in (entry, *companions):
+                self._settle.pop(done.name, None)
             with context(job=claim.job):
                 log.info("adopted drop %r", name)
             # not fsynced: every later event of the job carries the same facts
             self.spool.emit(job_event(EventKind.VIDEO_NEW, claim, now), durable=False)
             return claim
         return None
+
+    @property
+    def _suffixes(self) -> tuple[str, ...]:
+        return tuple(s.lower() for s in self.stage.companion_suffixes)
+
+    def _companion_names(self, name: str) -> list[str]:
+        return [
+            f"{base}{sfx}" for sfx in self.stage.companion_suffixes for base in (name, _stem(name))
+        ]
+
+    def _owner(self, name: str, names: set[str], stems: dict[str, str]) -> str | None:
+        """The drop a companion file belongs to (``X.MP4`` for ``X.MP4.gpx`` or ``X.gpx``)."""
+        low = name.lower()
+        for sfx in self._suffixes:
+            if low.endswith(sfx):
+                base = name[: -len(sfx)]
+                if base in names:
+                    return base
+                return stems.get(base)
+        return None
+
+    def _settled(self, entry: Any, now: datetime, settle: float) -> bool:
+        """True once size and mtime have not changed for ``settle`` seconds (a file that is
+        still being written never is)."""
+        sig = (entry.size, entry.mtime)
+        first = self._settle.get(entry.name)
+        if first is None or first[0] != sig:
+            self._settle[entry.name] = (sig, now)
+            return settle <= 0
+        return (now - first[1]).total_seconds() >= settle
 
     def _reject(self, entry: Any, reason: str, now: datetime) -> None:
         dst = self.spool.reject_drop(entry, reason, self.device, now)
@@ -353,6 +406,8 @@ class Worker:
             self._call(ctx)
             duration = time.monotonic() - t0
             route = ctx.routed or (self.next_stages[0] if self.next_stages else None)
+            if ctx.final_state is not None:
+                route = None
             if spool.backend.stat(claim.rel) is None:  # fenced: reaped while we worked
                 log.warning("claim was taken from this device while it worked; dropping result")
                 return
@@ -361,8 +416,18 @@ class Worker:
                 published = spool.publish(staging, out, route)
                 if not published:
                     log.info("output already in %s/inbox", route)
-            self._complete(claim, now, attempt, route, duration, facts=ctx.facts)
-            log.info("completed in %.3fs -> %s", duration, route or self.terminal_state)
+            data: dict[str, Any] = {"facts": ctx.facts}
+            new_id = ctx.updates.get("video_id")
+            if new_id and new_id != sidecar.video_id:
+                data["new_video_id"] = new_id  # the ledger re-keys the video from here on
+            if ctx.final_state is not None:
+                data["final_state"] = ctx.final_state
+            self._complete(claim, now, attempt, route, duration, discard=ctx.consumed, **data)
+            log.info(
+                "completed in %.3fs -> %s",
+                duration,
+                route or data.get("final_state") or self.terminal_state,
+            )
         except SkipJob as err:
             spool.emit(
                 job_event(
@@ -376,6 +441,11 @@ class Worker:
             )
             spool.finish(claim)
             log.info("skipped: %s", err)
+        except (Rejected, Duplicate) as err:
+            if self.is_entry:
+                self._set_aside(claim, err, attempt, now)
+            else:  # past the entry there is no person's drop to give back
+                self._fail(claim, err, attempts=attempt, now=now)
         except PermanentError as err:
             self._fail(claim, err, attempts=attempt, now=now)
         except RetryLater as err:
@@ -397,10 +467,13 @@ class Worker:
         attempt: int,
         route: str | None,
         duration: float,
+        discard: Iterable[str] = (),
         **data: Any,
     ) -> None:
         """The completion event (durable), then the claim to ``done/``. The same attempt always
-        gets the same event id, so a repeated completion is ingested once."""
+        gets the same event id, so a repeated completion is ingested once. ``discard``: input
+        files the stage consumed (moved elsewhere by a hard link), removed from the claim."""
+        data.setdefault("final_state", None if route else self.terminal_state)
         self.spool.emit(
             job_event(
                 EventKind.STAGE_COMPLETED,
@@ -409,12 +482,27 @@ class Worker:
                 event_id=Event.stable_id(claim.job, claim.stage, "completed", attempt),
                 attempt=attempt,
                 route=route,
-                final_state=None if route else self.terminal_state,
                 duration_seconds=round(duration, 6),
                 **data,
             )
         )
+        for name in discard:
+            self.spool.discard_input(claim, name)
         self.spool.finish(claim)
+
+    def _set_aside(
+        self, claim: Claim, err: Rejected | Duplicate, attempt: int, now: datetime
+    ) -> None:
+        """Give a refused drop back to people, with its sentence beside it."""
+        rejected = isinstance(err, Rejected)
+        moved = self.spool.set_aside(
+            claim, REJECTED if rejected else DUPLICATES, str(err), self.device, now
+        )
+        kind = EventKind.DROP_REJECTED if rejected else EventKind.DROP_DUPLICATE
+        self.spool.emit(
+            job_event(kind, claim, now, attempt=attempt, reason=str(err), moved_to=moved)
+        )
+        log.warning("%s: %s -> %s", "rejected" if rejected else "duplicate", err, ", ".join(moved))
 
     def _call(self, ctx: Context) -> None:
         def call() -> None:
