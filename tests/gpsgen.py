@@ -370,6 +370,10 @@ def corruptions(g: Novatek) -> dict[str, tuple[bytes, int]]:
         "entry size past the file end": (set_u32(data, entries + 5 * 8 + 4, 0x7FFF_FFFF), n),
         "entry into the video": (set_u32(data, entries + 2 * 8, 100), n),
         "block header size 2": (set_u32(set_u32(data, g.index_at, 3), blocks[4], 2), n),
+        "last block claims past the file end": (
+            set_u32(set_u32(data, blocks[-1], 0x7FFF_0000), entries + (n - 1) * 8 + 4, 0x7FFF_0000),
+            n - 1,
+        ),
         "truncated last block": (data[: blocks[-1] + 100], n - 1),
         "truncated mid-mdat": (data[: blocks[6] + 6], 6),
         "truncated in the video": (data[: gps_mdat - 300], 0),

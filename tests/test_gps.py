@@ -35,14 +35,20 @@ def write(tmp_path: Path, data: bytes, name: str = "clip.mp4") -> Path:
     return path
 
 
-def assert_same(got: tuple[Fix, ...], want: tuple[Fix, ...], tol: float = 1e-9) -> None:
+def assert_same(
+    got: tuple[Fix, ...], want: tuple[Fix, ...], tol: float = 1e-9, value_tol: float = 1e-6
+) -> None:
     assert len(got) == len(want), (len(got), len(want))
     for g, w in zip(got, want, strict=True):
         assert g.time == w.time
         assert abs(g.lat - w.lat) <= tol and abs(g.lon - w.lon) <= tol, (g, w)
         for key in ("speed_kmh", "bearing_deg", "alt_m"):
             a, b = getattr(g, key), getattr(w, key)
-            assert (a is None) == (b is None) and (a is None or abs(a - b) <= 1e-6), (key, g, w)
+            assert (a is None) == (b is None) and (a is None or abs(a - b) <= value_tol), (
+                key,
+                g,
+                w,
+            )
 
 
 def exiftool_docs(exiftool: str, path: Path, *tags: str) -> list[dict[str, list[str]]]:
@@ -198,6 +204,7 @@ CORRUPTIONS = [
     "entry size past the file end",
     "entry into the video",
     "block header size 2",
+    "last block claims past the file end",
     "truncated last block",
     "truncated mid-mdat",
     "truncated in the video",
@@ -304,6 +311,7 @@ def test_gopro_sample_matches_exiftool(testdata: Path, exiftool: str) -> None:
     tags = ("GPSLatitude", "GPSLongitude", "GPSSpeed", "GPSAltitude", "GPSDateTime")
     docs = exiftool_docs(exiftool, path, *tags, "SampleDuration")
     docs = [d for d in docs if "GPSLatitude" in d]
+    # testdata/README says 192: exiftool's 192nd GPSLatitude is the udta ©xyz, not the track
     assert len(track.fixes) == sum(len(d["GPSLatitude"]) for d in docs) == 191
     fixes = iter(track.fixes)
     for doc in docs:
@@ -559,7 +567,7 @@ def test_gpx_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "t.gpx"
     path.write_text(text)
     back = read_gpx(path)
-    assert_same(back, tuple(fixes), tol=0)
+    assert_same(back, tuple(fixes), tol=0, value_tol=1e-4)  # speed travels as m/s, 6 decimals
 
 
 def test_geojson_feature() -> None:

@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from watchers import __version__, catalog, logs
+from watchers import __version__, logs
 from watchers import app as wiring
 from watchers.clock import iso, utcnow
 from watchers.config import Policies, load
@@ -392,6 +392,7 @@ def ledger_trip(
     if gpx is not None:
         from stages.gps import Fix
         from stages.gps.track import to_gpx
+        from watchers import catalog
 
         fixes = [
             Fix(

@@ -100,7 +100,19 @@ def _default_stages() -> dict[str, StageTable]:
         "heavy": ("archive",),
         "archive": (),
     }
-    return {name: StageTable(type="copy", next=nexts[name]) for name in chain}
+    own: dict[str, dict[str, Any]] = {  # the stage types' settings, as policies.toml shows them
+        "ingest": {
+            "type": "ingest",
+            "timezone": "UTC",
+            "gpx_clock_offset_seconds": 0,
+            "max_speed_kmh": 300,
+            "gpx_max_mb": 64,
+        },
+    }
+    return {
+        name: StageTable.model_validate({"type": "copy", **own.get(name, {}), "next": nexts[name]})
+        for name in chain
+    }
 
 
 class Policies(Strict):

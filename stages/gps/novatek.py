@@ -40,7 +40,7 @@ def read(f: BinaryIO, boxes: BoxReader) -> Track | None:
     index = boxes.find([b"moov", b"gps "])
     if index is not None:
         reader.read_index(index)
-    if not reader.fixes or reader.index_damaged:
+    if not reader.seen or reader.index_damaged:  # no index, an empty one, or a broken one
         reader.scan()
     fixes = reader.result()
     problems = reader.problems()
@@ -83,11 +83,17 @@ class _Reader:
             if head[4:12] != SIGNATURE:
                 self.index["entries point at no freeGPS block"] += 1
                 continue
-            if size < MIN_BLOCK:  # trust the block's own header instead
-                (size,) = struct.unpack_from(">I", head)
-            if offset + size > self.boxes.size:
-                self.index["blocks are cut off by the end of the file"] += 1
-                continue
+            (own,) = struct.unpack_from(">I", head)
+            fits = MIN_BLOCK <= own <= MAX_BLOCK and offset + own <= self.boxes.size
+            if size < MIN_BLOCK or offset + size > self.boxes.size:
+                if offset + size > self.boxes.size:
+                    self.index["entries give a size past the end of the file"] += 1
+                if not fits:
+                    self.index["blocks are cut off by the end of the file"] += 1
+                    continue
+                size = own
+            elif fits:
+                size = min(size, own)  # search this block only
             self.seen.add(offset)
             self.decode(offset, self.boxes.read_at(offset, min(size, READ_BLOCK)))
         self.index_damaged = self.index_damaged or bool(self.index)
@@ -171,6 +177,8 @@ def decode_block(block: bytes) -> tuple[str | None, Fix | None]:
         status, fix = decode_record(block, pos)
         if status is not None:
             return status, fix
+    if any(block[p : p + 1] == b"V" for p in PREFERRED):  # void, date not set yet
+        return "V", None
     return None, None
 
 

@@ -125,7 +125,7 @@ def to_gpx(fixes: Sequence[Fix], *, name: str, description: str | None = None) -
             ext = ET.Element(f"{{{GPXTPX}}}TrackPointExtension")
             for tag, value in extra:
                 if value is not None:
-                    ET.SubElement(ext, f"{{{GPXTPX}}}{tag}").text = f"{value:.3f}"
+                    ET.SubElement(ext, f"{{{GPXTPX}}}{tag}").text = f"{value:.6f}".rstrip("0")
             point.extensions.append(ext)
         segment.points.append(point)
     track.segments.append(segment)
