@@ -44,6 +44,7 @@ format: install
 
 bench: install
 	$(BIN)/python bench/spool.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache *.egg-info

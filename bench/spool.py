@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from common import machine, write_docs
 
 from watchers import app
 from watchers.backends import local as local_backend
@@ -41,11 +41,6 @@ STAGES = ("a", "b", "c")
 DEVICE = "bench"
 PAYLOAD = os.urandom(1024)
 BEGIN, END = "<!-- bench/spool.py:begin -->", "<!-- bench/spool.py:end -->"
-HEADER = """# Benchmarks
-
-Benchmarks live in `bench/` and are run with `make bench`. Each one compares against a baseline
-measured in the same run, on the same machine, and writes its figures to `bench/results/`.
-"""
 
 
 def make_policies(root: Path, stages: tuple[str, ...] = STAGES, rescan: float = 30.0) -> Policies:
@@ -300,19 +295,6 @@ def latency(root: Path, samples: int, every: float, events: bool, rescan: float)
 
 
 # ---------------------------------------------------------------------------------- reporting
-def machine(where: Path) -> dict[str, str]:
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "?")
-    df = subprocess.run(["df", "-T", str(where)], capture_output=True, text=True).stdout.split()
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "filesystem": df[9] if len(df) > 9 else "?",
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-
-
 def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     """(measurement, result) pairs, for the printed table and the docs table."""
 
@@ -368,17 +350,6 @@ dashspool / best Huey = {q["dashspool_over_huey"]}.
 |---|---|---|---|
 {targets}
 {END}"""
-
-
-def write_docs(path: Path, section: str) -> None:
-    """Replace the generated block, keeping any hand-written text around it."""
-    text = path.read_text() if path.exists() else HEADER
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n## Spool runtime\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 # --------------------------------------------------------------------------------------- main
@@ -490,7 +461,7 @@ def main() -> None:
         print(f"target: {k}: {v['value']} (goal {v['goal']}): {'met' if v['met'] else 'NOT met'}")
     print(f"wrote {args.out}")
     if not args.no_docs:
-        write_docs(args.docs, docs_section(r))
+        write_docs(args.docs, "Spool runtime", docs_section(r), BEGIN, END)
         print(f"wrote {args.docs}")
 
 

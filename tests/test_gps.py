@@ -3,6 +3,7 @@ reader), damaged and fuzzed files, the GoPro sample, and the track helpers."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -273,7 +274,7 @@ def test_fuzzed_novatek_files_never_break_the_reader(tmp_path: Path, base: bytes
     assert g.index_at is not None
     moov = gpsgen.top_boxes(g.data)[-1][1]
     hot = [g.index_at, moov, *g.blocks, *(b + 0x30 for b in g.blocks)]
-    assert fuzz(tmp_path, g.data, hot, rounds=300, seed=7) > 50
+    assert fuzz(tmp_path, g.data, hot, rounds=300, seed=7) > 150  # most damage is survivable
 
 
 def test_fuzzed_gpmf_files_never_break_the_reader(tmp_path: Path, base: bytes) -> None:
@@ -285,7 +286,7 @@ def test_fuzzed_gpmf_files_never_break_the_reader(tmp_path: Path, base: bytes) -
     hot = [moov, trak, trak + 100, trak + 200, data.rfind(b"stsz"), data.rfind(b"stco"), 200]
     mdat = data.find(b"DEVC", gpsgen.top_boxes(base)[-1][1])
     hot += [mdat + i * len(samples[0]) for i in range(len(samples))]
-    assert fuzz(tmp_path, data, hot, rounds=200, seed=11) > 30
+    assert fuzz(tmp_path, data, hot, rounds=200, seed=11) > 50
 
 
 def test_no_gps_and_no_mp4(tmp_path: Path, base: bytes) -> None:
@@ -328,7 +329,7 @@ def test_gopro_sample_matches_exiftool(testdata: Path, exiftool: str) -> None:
             if i == 0:
                 assert fix.time == start
     times = [f.time for f in track.fixes]
-    assert times == sorted(times)
+    assert all(a < b for a, b in itertools.pairwise(times))
 
 
 @pytest.mark.testdata

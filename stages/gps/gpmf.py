@@ -20,7 +20,7 @@ from typing import BinaryIO
 from stages.gps import Fix, Track
 from stages.mp4 import Box, BoxReader
 
-MAX_SAMPLES = 1_000_000
+MAX_SAMPLES = 200_000  # ≈ 55 hours of 1 s samples
 MAX_SAMPLE_BYTES = 4 << 20
 EPOCH_2000 = datetime(2000, 1, 1, tzinfo=timezone.utc)
 GPSU = re.compile(rb"^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d(?:\.\d+)?)")
@@ -48,11 +48,17 @@ def read(f: BinaryIO, boxes: BoxReader) -> Track | None:
     if trak is None:
         return None
     problems: Counter[str] = Counter()
+    notes: list[str] = []
     gps5: list[Fix] = []
     gps9: list[Fix] = []
     last: tuple[datetime, float] | None = None  # (GPSU, sample start) of the last dated sample
+    budget = 2 * boxes.size + MAX_SAMPLE_BYTES  # hostile tables cannot make us read for hours
     for sample in sample_table(boxes, trak, problems):
         data = boxes.read_at(sample.offset, min(sample.size, MAX_SAMPLE_BYTES))
+        budget -= len(data)
+        if budget < 0:
+            notes.append("gpmf: stopped reading samples: the table adds up to twice the file")
+            break
         if len(data) < sample.size:
             problems["samples are cut off"] += 1
         for stream in _streams(data, problems):
@@ -64,7 +70,7 @@ def read(f: BinaryIO, boxes: BoxReader) -> Track | None:
                 if stream.gpsu is None and last is not None:  # date it from the last GPSU
                     stream.gpsu = last[0] + timedelta(seconds=sample.start - last[1])
                 gps5 += _gps5(stream, sample, problems)
-    lines = tuple(f"gpmf: {n} {kind}" for kind, n in problems.items())
+    lines = tuple(notes + [f"gpmf: {n} {kind}" for kind, n in problems.items()])
     return Track("gpmf", tuple(gps9 or gps5), lines)
 
 
@@ -76,13 +82,13 @@ def _is_gpmd(boxes: BoxReader, trak: Box) -> bool:
     return boxes.payload(hdlr, 12)[8:12] == b"meta" and boxes.payload(stsd, 16)[12:16] == b"gpmd"
 
 
-def sample_table(boxes: BoxReader, trak: Box, problems: Counter[str]) -> list[Sample]:
+def sample_table(boxes: BoxReader, trak: Box, problems: Counter[str]) -> Iterator[Sample]:
     """Offsets, sizes and times of a track's samples from stsz, stsc, stco/co64 and stts."""
     mdhd = boxes.find([b"mdia", b"mdhd"], trak.payload_start, trak.end)
     stbl = boxes.find([b"mdia", b"minf", b"stbl"], trak.payload_start, trak.end)
     if mdhd is None or stbl is None:
         problems["gpmd track without mdhd or stbl"] += 1
-        return []
+        return
     head = boxes.payload(mdhd, 32)
     at = 20 if head[:1] == b"\x01" else 12
     timescale = struct.unpack_from(">I", head, at)[0] if len(head) >= at + 4 else 0
@@ -92,28 +98,26 @@ def sample_table(boxes: BoxReader, trak: Box, problems: Counter[str]) -> list[Sa
         chunks = [r[0] for r in _entries(tables[b"co64"], ">Q")]
     else:
         chunks = [r[0] for r in _entries(tables.get(b"stco", b""), ">I")]
-    samples: list[Sample] = []
     if not sizes or not chunks or timescale == 0:
         problems["gpmd track with an empty or broken sample table"] += 1
-        return samples
+        return
     durations: list[int] = []
     for count, delta in _entries(tables.get(b"stts", b""), ">II"):
         durations += [delta] * min(count, len(sizes) - len(durations))
     runs = _entries(tables.get(b"stsc", b""), ">III")
-    clock = 0
+    clock = k = 0
     for i, (first, per_chunk, _) in enumerate(runs):
         last = runs[i + 1][0] - 1 if i + 1 < len(runs) else len(chunks)
         if first < 1 or last < first:
             problems["gpmd stsc entries out of order"] += 1
             break
         for offset in chunks[first - 1 : last]:
-            for _ in range(min(per_chunk, len(sizes) - len(samples))):
-                k = len(samples)
+            for _ in range(min(per_chunk, len(sizes) - k)):
                 duration = durations[k] if k < len(durations) else 0
-                samples.append(Sample(offset, sizes[k], clock / timescale, duration / timescale))
+                yield Sample(offset, sizes[k], clock / timescale, duration / timescale)
                 clock += duration
                 offset += sizes[k]
-    return samples
+                k += 1
 
 
 def _entries(payload: bytes, fmt: str) -> list[tuple[int, ...]]:

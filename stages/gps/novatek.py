@@ -58,6 +58,19 @@ class _Reader:
         self.other: Counter[str] = Counter()  # blocks gone wrong, by kind
         self.notes: list[str] = []
         self.index_damaged = False
+        self.exhausted = False
+        # blocks are read at most about twice over: hostile indexes cannot make us read for hours
+        self.budget = 2 * boxes.size + READ_BLOCK
+
+    def read_block(self, offset: int, length: int) -> bytes:
+        self.budget -= length
+        return self.boxes.read_at(offset, length)
+
+    def spent(self) -> bool:
+        if self.budget < 0 and not self.exhausted:
+            self.notes.append("stopped reading freeGPS blocks: read twice the file's size")
+            self.exhausted = True
+        return self.exhausted
 
     def read_index(self, index: Box) -> None:
         payload = self.boxes.payload(index, limit=8 + 8 * MAX_BLOCKS)
@@ -76,6 +89,8 @@ class _Reader:
             offset, size = struct.unpack_from(">II", payload, 8 + 8 * i)
             if offset in self.seen:
                 continue
+            if self.spent():
+                break
             if offset + MIN_BLOCK > self.boxes.size:
                 self.index["entries point past the end of the file"] += 1
                 continue
@@ -95,7 +110,7 @@ class _Reader:
             elif fits:
                 size = min(size, own)  # search this block only
             self.seen.add(offset)
-            self.decode(offset, self.boxes.read_at(offset, min(size, READ_BLOCK)))
+            self.decode(offset, self.read_block(offset, min(size, READ_BLOCK)))
         self.index_damaged = self.index_damaged or bool(self.index)
 
     def scan(self) -> None:
@@ -113,7 +128,7 @@ class _Reader:
 
     def scan_region(self, start: int, stop: int) -> None:
         pos, found = start, False
-        while pos < stop and len(self.seen) < MAX_BLOCKS:
+        while pos < stop and len(self.seen) < MAX_BLOCKS and not self.spent():
             if not found and pos - start >= GIVE_UP:
                 return
             chunk = self.boxes.read_at(pos, min(CHUNK, stop - pos))
@@ -137,13 +152,13 @@ class _Reader:
     def scan_block(self, block: int, size: int | None, stop: int) -> None:
         if size is None:  # a damaged header: decode up to the next signature
             self.other["blocks with an impossible size"] += 1
-            data = self.boxes.read_at(block, min(READ_BLOCK, stop - block))
+            data = self.read_block(block, min(READ_BLOCK, stop - block))
             following = data.find(SIGNATURE, MIN_BLOCK)
             self.decode(block, data[: following - 4] if following > 0 else data)
         elif block + size > self.boxes.size:
             self.other["blocks are cut off by the end of the file"] += 1
         else:
-            self.decode(block, self.boxes.read_at(block, min(size, READ_BLOCK)))
+            self.decode(block, self.read_block(block, min(size, READ_BLOCK)))
 
     def decode(self, offset: int, block: bytes) -> None:
         status, fix = decode_block(block)

@@ -1,0 +1,39 @@
+"""What every benchmark here shares: the machine description and the docs block writer."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+HEADER = """# Benchmarks
+
+Benchmarks live in `bench/` and are run with `make bench`. Each one compares against a baseline
+measured in the same run, on the same machine, and writes its figures to `bench/results/`.
+"""
+
+
+def machine(where: Path) -> dict[str, str]:
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "?")
+    df = subprocess.run(["df", "-T", str(where)], capture_output=True, text=True).stdout.split()
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "filesystem": df[9] if len(df) > 9 else "?",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def write_docs(path: Path, heading: str, section: str, begin: str, end: str) -> None:
+    """Replace the generated block between ``begin`` and ``end``, keeping any hand-written text
+    around it; a missing block goes at the end under ``## heading``."""
+    text = path.read_text() if path.exists() else HEADER
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + f"\n\n## {heading}\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
