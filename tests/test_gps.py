@@ -88,7 +88,8 @@ def test_novatek_layouts_decode_to_the_truth(
     tmp_path: Path, base: bytes, layout: str, south: bool, west: bool, block_size: int
 ) -> None:
     """Every layout, hemisphere and block size decodes to the stored float32 values. The shifted
-    layout has junk and a decoy marker with an impossible date where layout A keeps its record."""
+    layout has junk and a decoy marker with an impossible date where layout A keeps its record:
+    truth only there, exiftool reads the decoy (it reports 2099:99:99 99:99:99)."""
     g = gpsgen.novatek_mp4(base, layout=layout, south=south, west=west, block_size=block_size)
     track = read_track(write(tmp_path, g.data))
     assert track.source == "novatek" and track.problems == ()
@@ -128,7 +129,8 @@ def test_without_index_the_scan_finds_every_block(
     container: bytes,
     chunk: int,
 ) -> None:
-    """Small chunk sizes put signatures across chunk boundaries."""
+    """Small chunk sizes put signatures across chunk boundaries. Truth only: exiftool's own scan
+    knows only layout B in an mdat (it is compared for B in test_novatek_agrees_with_exiftool)."""
     monkeypatch.setattr(novatek, "CHUNK", chunk)
     g = gpsgen.novatek_mp4(base, layout=layout, index=False, container=container)
     track = read_track(write(tmp_path, g.data))
@@ -631,3 +633,21 @@ def test_read_gpx_size_limit(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="over the 1024 limit"):
         read_gpx(path, max_bytes=1024)
     assert read_gpx(path) == ()
+
+
+def test_hostile_files_are_read_in_bounded_time(tmp_path: Path, base: bytes) -> None:
+    """Signatures every 12 bytes with impossible sizes, and a gpmd table claiming 200 000
+    samples of 4 MiB: both stop after reading about twice the file, saying so."""
+    signatures = (b"\xff\xff\xff\xf0freeGPS " * 90_000)[: 1 << 20]
+    data, _ = gpsgen.rebuild(base, before_moov=gpsgen.box(b"mdat", signatures))
+    track = read_track(write(tmp_path, data))
+    assert "stopped reading freeGPS blocks: read twice the file's size" in track.problems
+
+    data = gpsgen.gpmf_mp4(base, [gpsgen.gps9_sample(T0, 3, 1.0, 2.0)[0]])
+    stsz = data.rfind(b"stsz")
+    data = gpsgen.set_u32(gpsgen.set_u32(data, stsz + 8, 4 << 20), stsz + 12, 200_000)
+    stsc = data.rfind(b"stsc")
+    data = gpsgen.set_u32(data, stsc + 16, 0xFFFF_FFFF)  # samples per chunk
+    track = read_track(write(tmp_path, data))
+    assert len(track.fixes) == 3  # the one real sample
+    assert any("stopped reading samples" in p for p in track.problems), track.problems

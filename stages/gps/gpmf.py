@@ -54,11 +54,11 @@ def read(f: BinaryIO, boxes: BoxReader) -> Track | None:
     last: tuple[datetime, float] | None = None  # (GPSU, sample start) of the last dated sample
     budget = 2 * boxes.size + MAX_SAMPLE_BYTES  # hostile tables cannot make us read for hours
     for sample in sample_table(boxes, trak, problems):
-        data = boxes.read_at(sample.offset, min(sample.size, MAX_SAMPLE_BYTES))
-        budget -= len(data)
+        budget -= min(sample.size, MAX_SAMPLE_BYTES)
         if budget < 0:
             notes.append("gpmf: stopped reading samples: the table adds up to twice the file")
             break
+        data = boxes.read_at(sample.offset, min(sample.size, MAX_SAMPLE_BYTES))
         if len(data) < sample.size:
             problems["samples are cut off"] += 1
         for stream in _streams(data, problems):
@@ -104,6 +104,8 @@ def sample_table(boxes: BoxReader, trak: Box, problems: Counter[str]) -> Iterato
     durations: list[int] = []
     for count, delta in _entries(tables.get(b"stts", b""), ">II"):
         durations += [delta] * min(count, len(sizes) - len(durations))
+        if len(durations) >= len(sizes):
+            break
     runs = _entries(tables.get(b"stsc", b""), ">III")
     clock = k = 0
     for i, (first, per_chunk, _) in enumerate(runs):
@@ -112,6 +114,8 @@ def sample_table(boxes: BoxReader, trak: Box, problems: Counter[str]) -> Iterato
             problems["gpmd stsc entries out of order"] += 1
             break
         for offset in chunks[first - 1 : last]:
+            if k >= len(sizes):
+                return
             for _ in range(min(per_chunk, len(sizes) - k)):
                 duration = durations[k] if k < len(durations) else 0
                 yield Sample(offset, sizes[k], clock / timescale, duration / timescale)
