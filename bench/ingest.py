@@ -151,9 +151,9 @@ rounds.
 
 | measurement | MB/s (median) | runs |
 |---|---|---|
-| ingest job: adopt, sha256, PyAV check, GPS, link into raw, outputs, publish (fsync on) | {v["ingest"]} | {runs("ingest")} |
+| ingest job: adopt, sha256, PyAV, GPS, link, outputs, publish | {v["ingest"]} | {runs("ingest")} |
 | floor: `sha256sum` of the same file | {v["sha256sum"]} | {runs("sha256sum")} |
-| for reference: Python hashlib (OpenSSL) alone, as ingest hashes | {v["hashlib"]} | {runs("hashlib")} |
+| for reference: Python hashlib alone, as ingest hashes | {v["hashlib"]} | {runs("hashlib")} |
 
 | target (from the issue) | measured | goal | |
 |---|---|---|---|

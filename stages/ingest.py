@@ -100,7 +100,7 @@ class IngestStage(Stage):
         fixes, problems = gpstrack.clean(track.fixes, max_speed_kmh=self._settings.max_speed_kmh)
         source = track.source if fixes else None
         problems = [*track.problems, *problems]
-        if fixes and times["source"] != "container":
+        if fixes:  # satellite time beats any camera clock (GoPro writes local time as UTC)
             times["utc_start"], times["source"] = fixes[0].time, "gps"
         if not fixes:
             fixes, source = self._external_fixes(ctx, gpx, times, problems)
@@ -141,9 +141,9 @@ class IngestStage(Stage):
     def _times(self, clip: names.ClipName | None, info: VideoInfo, path: Path) -> dict[str, Any]:
         """``local``: camera-local time from the name, else the container's UTC creation time
         or the file's mtime shown in the cameras' zone. ``utc_start``: the container's creation
-        time (the clip start in UTC), else the name's time through the zone, else the mtime;
-        an embedded GPS track later takes precedence over the last two. Local and UTC are
-        kept side by side and never compared with each other."""
+        time (Viofo writes the clip start in UTC), else the name's time through the zone, else
+        the mtime; an embedded GPS track later takes precedence over all of them. Local and
+        UTC are kept side by side and never compared with each other."""
         mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
         out: dict[str, Any] = {"timezone": self._settings.timezone, "utc_end": None}
         if clip is not None:

@@ -75,8 +75,7 @@ class BoxReader:
             box = Box(kind, pos, header, size, end)
             if box.truncated:
                 self.problems.append(
-                    f"box {box.name!r} at {pos}: declares {size} bytes, "
-                    f"only {end - pos} are there"
+                    f"box {box.name!r} at {pos}: declares {size} bytes, only {end - pos} are there"
                 )
             yield box
             if box.truncated:

@@ -164,6 +164,7 @@ def novatek_mp4(
     container: bytes = b"mdat",
     origin: tuple[float, float] = (48.858_37, 2.294_48),
     seed: int = 1,
+    start: datetime = START,
 ) -> Novatek:
     """A clip with ``count`` freeGPS blocks (1 Hz) in a ``container`` box before moov."""
     rng = random.Random(seed)
@@ -172,7 +173,7 @@ def novatek_mp4(
     blocks: list[bytes] = []
     truth: list[Fix] = []
     for i in range(count):
-        time = START + timedelta(seconds=i)
+        time = start + timedelta(seconds=i)
         lat = lat0 + (i * 0.0001 if lat0 >= 0 else -i * 0.0001)
         lon = lon0 + (i * 0.00015 if lon0 >= 0 else -i * 0.00015)
         knots, bearing = f32(20 + i * 0.37), f32((30.5 + 7 * i) % 360)

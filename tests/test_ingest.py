@@ -199,7 +199,7 @@ def _bad_corpus(tmp: Path) -> dict[str, tuple[bytes | None, str]]:
         "photo.JPG": (make_image(tmp / "p.jpg", codec="mjpeg").read_bytes(), "not a video"),
         "anim.gif": (gif.read_bytes(), "not a video"),
         "x" * 240 + ".MP4": (b"\x00" * 1000, "not a video"),
-        "Fahrt über die Brücke – 1.MP4": (b"hello " * 100, "not a video"),
+        "Fahrt über die Brücke \u2013 1.MP4": (b"hello " * 100, "not a video"),
         "no-moov.mp4": (remove_box(good, b"moov", dest=tmp / "nm").read_bytes(), "truncated"),
         "open-ended.mp4": (open_ended_mdat(good, dest=tmp / "oe").read_bytes(), "truncated"),
         "scrambled.mp4": (scramble_samples(good, dest=tmp / "sc").read_bytes(), "unreadable"),
