@@ -2,26 +2,36 @@
 idle (`dashspool run --until-idle`), then show what happened with `status` and `ledger`.
 
 Everything happens in .demo/ (git-ignored) with the repository's policies.toml, so the demo runs
-exactly the configuration a user starts from. Until the real stages land (issues 3-6) each stage
-of the pipeline is the runtime's `copy` stage, so the "clips" are small stand-in files.
+exactly the configuration a user starts from. The clips are small real H.264 MP4s with Novatek
+freeGPS tracks, made by the test generators (tests/gpsgen.py), laid out as an SD-card dump; one
+bad file shows what happens to rejects. Ingest is the real stage; the later stages are still the
+runtime's `copy` stage until their issues land.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / ".demo"
+sys.path.insert(0, str(REPO / "tests"))
+UTC = timezone.utc
+# (path in the inbox, GPS start in UTC, video frame rate: front and rear differ in content)
 CLIPS = [
-    "2024_0101_123456_000120F.MP4",
-    "2024_0101_123456_000121R.MP4",
-    "2024_0101_123756_000122F.MP4",
-    "Parking/2024_0101_180000_000200P.MP4",
+    ("DCIM/Movie/2024_0101_123456_000120F.MP4", datetime(2024, 1, 1, 12, 34, 56, tzinfo=UTC), 10),
+    ("DCIM/Movie/2024_0101_123456_000121R.MP4", datetime(2024, 1, 1, 12, 34, 56, tzinfo=UTC), 12),
+    ("DCIM/Movie/2024_0101_123556_000122F.MP4", datetime(2024, 1, 1, 12, 35, 56, tzinfo=UTC), 10),
+    (
+        "DCIM/Movie/RO/2024_0101_123656_000123EF.MP4",
+        datetime(2024, 1, 1, 12, 36, 56, tzinfo=UTC),
+        10,
+    ),
+    ("DCIM/Movie/Parking/2024_0101_180000_000200PF.MP4", None, 10),
 ]
 
 
@@ -35,18 +45,32 @@ def main() -> None:
     shutil.rmtree(DEMO, ignore_errors=True)
     (DEMO / "spool" / "inbox").mkdir(parents=True)
     shutil.copy(REPO / "policies.toml", DEMO / "policies.toml")
-    for name in CLIPS:
-        path = DEMO / "spool" / "inbox" / Path(name).name
-        path.write_bytes(os.urandom(64 * 1024))
-    print(f"dropped {len(CLIPS)} clips into {DEMO / 'spool/inbox'}; they are claimed once they")
-    print("have settled (settle_seconds in policies.toml)")
+    from gpsgen import base_mp4, novatek_mp4
+
+    origin = (51.5007, -0.1246)
+    for name, start, fps in CLIPS:
+        path = DEMO / "spool" / "inbox" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if start is None:  # parked: no GPS fix
+            path.write_bytes(base_mp4(fps=fps))
+            continue
+        minute = (start.minute - 34) * 60
+        lat, lon = origin[0] + minute * 1e-4, origin[1] - minute * 1.5e-4
+        path.write_bytes(
+            novatek_mp4(base_mp4(fps=fps), count=60, start=start, origin=(lat, lon)).data
+        )
+    (DEMO / "spool" / "inbox" / "DCIM" / "notes.txt").write_text("not a video\n")
+    print(f"dropped an SD-card dump with {len(CLIPS)} clips and one stray file into")
+    print(f"{DEMO / 'spool/inbox'}; files are claimed once settled (settle_seconds)")
     t0 = time.monotonic()
     dashspool("run", "--until-idle")
     took = time.monotonic() - t0
     dashspool("status")
     dashspool("ledger", "videos")
+    dashspool("ledger", "trips")
+    dashspool("ledger", "failures")
     print(f"\n{len(CLIPS)} clips from drop to the end of the pipeline in {took:.1f}s.")
-    print(f"Look around: ls {DEMO}/spool/*/done")
+    print(f"Look around: find {DEMO}/raw; ls {DEMO}/spool/inbox/rejected")
 
 
 if __name__ == "__main__":
