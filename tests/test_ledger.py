@@ -147,3 +147,29 @@ def test_older_events_arriving_late_do_not_win(ledger: Ledger) -> None:
     assert state(ledger) == ("failed", "a")
     (v,) = ledger.videos()
     assert v.last_error == "boom"
+
+
+def test_a_ledger_from_before_the_catalog_is_migrated_in_place(tmp_path: Path) -> None:
+    """A database made by the first release (0001 only) gains the catalog and keeps its rows."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0][1])
+    db.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    db.execute("INSERT INTO schema_migrations VALUES ('0001_initial', 'then')")
+    db.execute(
+        "INSERT INTO videos (video_id, job, source_name, state, created_at, updated_at) "
+        "VALUES ('abcdef012345', 'x-abcdef', 'x.MP4', 'done', 't', 't')"
+    )
+    db.commit()
+    db.close()
+
+    ledger = Ledger(path)
+    try:
+        (v,) = ledger.videos()
+        assert (v.video_id, v.kind, v.trip_id, v.sha256) == ("abcdef012345", "video", None, None)
+        assert ledger.trips() == []
+        assert ledger.migrate() == [], "applied once"
+    finally:
+        ledger.close()
