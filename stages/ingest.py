@@ -74,6 +74,9 @@ class IngestStage(Stage):
                 f"{policies.label}: stores.raw: cannot write to {self.raw.root}: {err.strerror}"
             ) from None
 
+    def drop_priority(self, path: str) -> int:
+        return names.priority_of(names.parse_clip_name(path))
+
     @property
     def _settings(self) -> IngestSettings:
         assert isinstance(self.settings, IngestSettings)
@@ -103,7 +106,7 @@ class IngestStage(Stage):
         if fixes:  # satellite time beats any camera clock (GoPro writes local time as UTC)
             times["utc_start"], times["source"] = fixes[0].time, "gps"
         if not fixes:
-            fixes, source = self._external_fixes(ctx, gpx, times, problems)
+            fixes, source = self._external_fixes(ctx, gpx, times, info, problems)
         if info.duration_seconds:
             times["utc_end"] = times["utc_start"] + timedelta(seconds=info.duration_seconds)
         local: datetime = times["local"]
@@ -162,7 +165,12 @@ class IngestStage(Stage):
         return out
 
     def _external_fixes(
-        self, ctx: Context, gpx: list[str], times: dict[str, Any], problems: list[str]
+        self,
+        ctx: Context,
+        gpx: list[str],
+        times: dict[str, Any],
+        info: VideoInfo,
+        problems: list[str],
     ) -> tuple[tuple[Fix, ...], str | None]:
         """No embedded GPS: the clip's own GPX (viofosync's ``<name>.MP4.gpx``), else the part
         of a dropped trip GPX that covers the clip's time (corrected by the clock offset)."""
@@ -180,7 +188,7 @@ class IngestStage(Stage):
         start: datetime = times["utc_start"]
         offset = timedelta(seconds=self._settings.gpx_clock_offset_seconds)
         lo = start - offset - timedelta(seconds=1)
-        hi = start - offset + timedelta(seconds=120)  # refined once the duration is known
+        hi = start - offset + timedelta(seconds=(info.duration_seconds or 60.0) + 1)
         for path in self.raw.tracks_between(lo, hi):
             try:
                 fixes = gpstrack.read_gpx(path, max_bytes=limit)
@@ -198,12 +206,18 @@ class IngestStage(Stage):
         """Own the content in the index (or raise Duplicate), then link it into the store."""
         if "/" in base or base.startswith(".") or not base:
             base = name
-        rel = self.raw.free_name(folder, base, path, sha)
-        mine = IndexEntry(sha, rel, job.job, job.source_path or job.source_name)
-        owner = self.raw.claim(mine)
-        self._refuse_seen(job, sha, owner)
-        self.raw.place(path, owner.raw_path)
-        return owner.raw_path
+        owner = self.raw.owner(sha)
+        if owner is not None:  # a retry of ours (else _refuse_seen raises Duplicate)
+            self._refuse_seen(job, sha, owner)
+            if self.raw.place(path, owner.raw_path):
+                return owner.raw_path
+        # link first (exclusive, the name that is free), then own the content under that name
+        rel = self.raw.place_new(path, folder, base, sha)
+        owner = self.raw.claim(IndexEntry(sha, rel, job.job, job.source_path or job.source_name))
+        if owner.job != job.job:  # another device filed the same content meanwhile
+            self.raw.unplace(path, rel)
+            self._refuse_seen(job, sha, owner)
+        return rel
 
     def _refuse_seen(self, job: Sidecar, sha: str, owner: IndexEntry | None = None) -> None:
         """Raise Duplicate when another job owns this content (checked early to save work,

@@ -51,9 +51,9 @@ class RawStore:
         path = self._index_path(sha256)
         try:
             raw = json.loads(path.read_bytes()[:65536])
-            return IndexEntry(
+            entry = IndexEntry(
                 sha256=sha256,
-                raw_path=str(raw["raw_path"]),
+                raw_path=self.inside(str(raw["raw_path"])),
                 job=str(raw["job"]),
                 source_path=str(raw.get("source_path", "")),
             )
@@ -61,6 +61,14 @@ class RawStore:
             return None
         except (ValueError, KeyError, TypeError):  # a torn or foreign file: treat as unowned
             return None
+        return entry
+
+    def inside(self, rel: str) -> str:
+        """``rel`` if it names a place inside the store (index files are untrusted input)."""
+        parts = rel.split("/")
+        if rel.startswith("/") or "\x00" in rel or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"not a path inside the raw store: {rel!r}")
+        return rel
 
     def claim(self, entry: IndexEntry) -> IndexEntry:
         """Record ``entry`` as the owner of its content, unless someone already is: returns
@@ -94,36 +102,53 @@ class RawStore:
         return self.root / INDEX / sha256[:2] / f"{sha256}.json"
 
     # ------------------------------------------------------------------ files
-    def free_name(self, folder: str, name: str, src: Path, sha256: str) -> str:
-        """``folder/name`` unless another file already has that name there, then
-        ``folder/<stem>-<hash>.<ext>`` (two cameras, one name)."""
-        rel = f"{folder}/{name}"
-        target = self.root / rel
-        if not target.exists() or _same_file(src, target):
-            return rel
+    def place_new(self, src: Path, folder: str, name: str, sha256: str) -> str:
+        """Put ``src`` at ``folder/name``, or at ``folder/<stem>-<hash>.<ext>`` when another
+        file already has that name (two cameras, one name). Never replaces anything; a retry
+        that finds ``src`` already there is done. Returns where it went."""
         stem, dot, ext = name.rpartition(".")
-        return f"{folder}/{stem or ext}-{sha256[:8]}{dot}{ext if stem else ''}"
+        for rel in (
+            f"{folder}/{name}",
+            f"{folder}/{stem or ext}-{sha256[:8]}{dot}{ext if stem else ''}",
+        ):
+            if self.place(src, rel):
+                return rel
+        raise FileExistsError(f"raw/{folder}/{name} and its alternative name are taken")
 
-    def place(self, src: Path, rel: str) -> Path:
-        """Put ``src`` at ``rel``: a hard link on the same filesystem, a synced copy across
-        filesystems. Idempotent: a retry that finds the same file there is done."""
-        dst = self.root / rel
-        if dst.exists() and _same_file(src, dst):
-            return dst
+    def place(self, src: Path, rel: str) -> bool:
+        """Link ``src`` at ``rel`` (a synced copy when links are impossible: another
+        filesystem, or one without hard links). False when ``rel`` holds another file."""
+        dst = self.root / self.inside(rel)
+        if dst.exists():
+            return _same_file(src, dst) or _same_content(src, dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(src, dst)
+        except FileExistsError:
+            return _same_file(src, dst)
         except OSError as err:
-            if err.errno != errno.EXDEV:
+            if err.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
                 raise
             tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}")
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 8 << 20)
-                fout.flush()
-                os.fsync(fout.fileno())
-            os.replace(tmp, dst)
+            try:
+                with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 8 << 20)
+                    fout.flush()
+                    os.fsync(fout.fileno())
+                os.link(tmp, dst)  # exclusive: never over another clip
+            except FileExistsError:
+                return _same_content(src, dst)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
         self._sync_dir(dst.parent)
-        return dst
+        return True
+
+    def unplace(self, src: Path, rel: str) -> None:
+        """Remove our own link at ``rel`` (lost a race for the content to another device)."""
+        dst = self.root / self.inside(rel)
+        if _same_file(src, dst):
+            dst.unlink()
 
     # ----------------------------------------------------------------- tracks
     def add_track_range(self, sha256: str, rel: str, start: datetime, end: datetime) -> None:
@@ -146,11 +171,11 @@ class RawStore:
                 raw: dict[str, Any] = json.loads(item.read_bytes()[:65536])
                 t0 = datetime.fromisoformat(raw["start"])
                 t1 = datetime.fromisoformat(raw["end"])
-                path = (self.root / str(raw["path"])).resolve()
-            except (OSError, ValueError, KeyError, TypeError):
+                path = (self.root / self.inside(str(raw["path"]))).resolve()
+                if t0 <= end and t1 >= start and self.root.resolve() in path.parents:
+                    out.append(path)
+            except (OSError, ValueError, KeyError, TypeError):  # naive times included
                 continue
-            if t0 <= end and t1 >= start and self.root.resolve() in path.parents:
-                out.append(path)
         return out
 
     # ---------------------------------------------------------------- helpers
@@ -169,6 +194,22 @@ class RawStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    """Byte for byte (a copy made by an earlier attempt across filesystems)."""
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x, y = fa.read(8 << 20), fb.read(8 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -27,6 +27,7 @@ def chain_settings(stages: tuple[str, ...] = ("a", "b", "c"), **sections: Any) -
         "spool": {
             "path": "spool",
             "settle_seconds": 0,
+            "prune_empty_after_seconds": 0,
             "rescan_seconds": 0.2,
             "heartbeat_seconds": 0.5,
             "lease_seconds": 5,

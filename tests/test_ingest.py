@@ -383,3 +383,113 @@ def pipeline_iter(spool: Spool, policies: Policies) -> Iterator[Pipeline]:
     p.start()
     yield p
     p.close()
+
+
+# ---------------------------------------------------------------------- review findings
+def test_a_copy_with_the_same_path_and_mtime_is_still_a_duplicate(
+    pipeline: Pipeline, spool: Spool, inbox: Path, clip: Path
+) -> None:
+    """`cp -p` / `rsync -a` of a card dump again: same path, size and mtime as before."""
+    rel = "DCIM/Movie/2026_0513_172152_000120F.MP4"
+    first = put(inbox, rel, clip)
+    stamp = first.stat().st_mtime
+    pipeline.drain()
+    again = put(inbox, rel, clip)
+    os.utime(again, (stamp, stamp))
+    pipeline.drain()
+    assert len(out_jobs(spool)) == 1
+    assert list(notes(inbox, "duplicates")) == ["2026_0513_172152_000120F.MP4"]
+
+
+def test_crash_between_publish_and_completion_event_keeps_the_facts(
+    spool: Spool, policies: Policies, inbox: Path, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watchers.sidecar import EventKind
+
+    p = Pipeline(spool, policies)
+    p.start()
+    real_emit = spool.emit
+
+    def crash_on_completion(event: Any, **kw: Any) -> None:
+        if event.kind is EventKind.STAGE_COMPLETED and event.stage == "ingest":
+            raise KeyboardInterrupt("power cut")  # after publish, before the event
+        real_emit(event, **kw)
+
+    put(inbox, "2026_0513_172152_000120F.MP4", clip)
+    monkeypatch.setattr(spool, "emit", crash_on_completion)
+    with pytest.raises(KeyboardInterrupt):
+        p.drain()
+    monkeypatch.setattr(spool, "emit", real_emit)
+    p.close()
+    restarted = Pipeline(spool, policies)
+    restarted.start()  # takes its claim back: the output is already published, so it finishes
+    try:
+        restarted.drain()
+        (v,) = restarted.coordinator.ledger.videos(kind=None)
+        assert v.video_id == sha(clip)[:16] and v.sha256 == sha(clip)
+        assert (v.state, v.channel, v.raw_path) == (
+            "done",
+            "F",
+            "2026/05/13/2026_0513_172152_000120F.MP4",
+        )
+    finally:
+        restarted.close()
+
+
+def test_upper_case_gpx_companion_travels_with_its_clip(
+    pipeline: Pipeline, spool: Spool, inbox: Path, clip: Path
+) -> None:
+    name = "2026_0513_172152_000120F.MP4"
+    pts = [(51.5 + i * 1e-4, -0.12, f"2026-05-13T16:21:{52 + i}Z") for i in range(4)]
+    put(inbox, f"d/{name}", clip)
+    put(inbox, f"d/{name}.GPX", _gpx(pts))
+    pipeline.drain()
+    (job,) = out_jobs(spool)
+    assert job["facts"]["ingest"]["gps"]["source"] == "gpx"
+    assert pipeline.coordinator.ledger.videos(state="track", kind=None) == []
+
+
+def test_locked_clips_go_first(policies: Policies, spool: Spool, inbox: Path, clip: Path) -> None:
+    older = put(inbox, "DCIM/Movie/2026_0513_172152_000120F.MP4", clip)
+    locked = put(
+        inbox, "DCIM/Movie/RO/2026_0513_172252_000121F.MP4", make_video(clip.with_name("b.mp4"))
+    )
+    os.utime(older, (1_700_000_000, 1_700_000_000))  # by age alone the locked clip comes second
+    os.utime(locked, (1_700_000_100, 1_700_000_100))
+    (ingest, _) = app.build_workers(spool, policies, ["ingest", "out"], "d1")
+    assert ingest.loop_once()
+    root = spool.backend.local_root
+    assert root is not None
+    (done,) = (root / "out" / "inbox").iterdir()
+    assert "000121F" in done.name
+
+
+def test_index_and_track_ranges_written_by_others_cannot_point_outside(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from stages.rawstore import RawStore
+
+    store = RawStore(tmp_path / "raw")
+    store.check()
+    digest = "ab" * 32
+    (tmp_path / "raw" / ".index" / "ab").mkdir(parents=True)
+    for bad in ("../outside.MP4", "/etc/passwd", "a/../../b"):
+        body = {"raw_path": bad, "job": "j-abcdef", "source_path": "x"}
+        (tmp_path / "raw" / ".index" / "ab" / f"{digest}.json").write_text(json.dumps(body))
+        assert store.owner(digest) is None, bad
+    ranges = tmp_path / "raw" / "tracks" / ".ranges"
+    ranges.mkdir(parents=True)
+    (ranges / "a.json").write_text(
+        json.dumps(
+            {
+                "path": "../x.gpx",
+                "start": "2026-01-01T00:00:00+00:00",
+                "end": "2026-12-31T00:00:00+00:00",
+            }
+        )
+    )
+    (ranges / "b.json").write_text(
+        json.dumps({"path": "t.gpx", "start": "2026-01-01T00:00:00", "end": "2026-12-31T00:00:00"})
+    )
+    when = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    assert store.tracks_between(when, when) == [], "outside the store, or naive times"

@@ -55,6 +55,7 @@ class TimeFact(Loose):
 
 class GpsFact(Loose):
     source: str | None = None
+    points: int = Field(0, ge=0)
     track: tuple[PointFact, ...] = Field((), max_length=MAX_POINTS)
 
 
@@ -182,7 +183,7 @@ def apply_clip(
     duration = facts.media.get("duration_seconds")
     video.duration_seconds = float(duration) if isinstance(duration, int | float) else None
     video.gps_source = facts.gps.source
-    video.gps_points = len(facts.gps.track)
+    video.gps_points = len(facts.gps.track) or facts.gps.points
     _store_points(s, video.video_id, facts.gps.track)
     s.add(video)
     s.flush()

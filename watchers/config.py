@@ -37,6 +37,7 @@ class SpoolSettings(Strict):
     path: str = "spool"
     rescan_seconds: float = Field(10.0, gt=0)
     settle_seconds: float = Field(5.0, ge=0)
+    prune_empty_after_seconds: float = Field(60.0, ge=0)
     heartbeat_seconds: float = Field(10.0, gt=0)
     lease_seconds: float = Field(120.0, gt=0)
     offline_after_seconds: float = Field(3600.0, gt=0)

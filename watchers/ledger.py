@@ -435,7 +435,7 @@ def _attempt(s: Session, ev: Event) -> StageAttempt:
     ).first()
     if row is None:
         row = StageAttempt(
-            video_id=ev.video_id,
+            video_id=_resolve(s, ev.video_id) or ev.video_id,
             job=ev.job,
             stage=ev.stage,
             attempt=ev.attempt,

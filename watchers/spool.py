@@ -329,10 +329,13 @@ class Spool:
         """Move a handled claim to ``<stage>/done/``; returns where it went."""
         return self._move_aside(claim.rel, f"{claim.stage}/done", claim.job)
 
-    def discard_input(self, claim: Claim, name: str) -> None:
-        """Remove a payload file the stage consumed (it lives on under another name)."""
+    def discard_at(self, done: str, name: str) -> None:
+        """Remove a payload file a stage consumed (it lives on under another name) from the
+        finished job at ``done``."""
+        if "/" in name or name in (SIDECAR, "", ".", ".."):
+            raise ValueError(f"not a payload name: {name!r}")
         with contextlib.suppress(NotFound):
-            self.backend.remove_file(self.input_path(claim, name))
+            self.backend.remove_file(f"{done}/{name}")
 
     def _move_aside(self, src: str, folder: str, name: str) -> str:
         for n in range(1000):
@@ -475,7 +478,12 @@ class Spool:
 
     def drop_entry(self, name: str) -> Entry | None:
         """A fresh look at one drop (None: gone, or not a drop)."""
-        e = self.backend.stat(f"{DROPS}/{clean_rel(name)}")
+        try:
+            rel = clean_rel(name)
+        except UnsafePath:  # a backslash in a name: not safe to pass on; left for a person
+            log.warning("inbox/%s: a backslash in the name; rename it to have it taken", name)
+            return None
+        e = self.backend.stat(f"{DROPS}/{rel}")
         if e is None:
             return None
         e = Entry(name, e.kind, e.size, e.mtime)
@@ -489,9 +497,11 @@ class Spool:
         return not any(self._ignore.match(p) for p in parts)
 
     @staticmethod
-    def drop_id(e: Entry) -> str:
-        """Identity of a drop before its content is hashed: path, size and mtime."""
-        return hashlib.sha256(f"{e.name}\x00{e.size}\x00{int(e.mtime * 1e6)}".encode()).hexdigest()
+    def drop_id(e: Entry, now: datetime) -> str:
+        """Identity of a drop before its content is hashed: path, size, mtime and the moment of
+        adoption (the same file dropped again later, even with the same mtime, is a new job)."""
+        key = f"{e.name}\x00{e.size}\x00{int(e.mtime * 1e6)}\x00{now.isoformat()}"
+        return hashlib.sha256(key.encode()).hexdigest()
 
     def adopt(
         self,
@@ -508,7 +518,7 @@ class Spool:
         before the rename leaves a folder that :meth:`incomplete_adoption` recognises.
         ``companions`` (a clip's ``.gpx`` beside it) follow the file, and the sidecar is
         rewritten to list them; a crash in between leaves them unlisted, never lost."""
-        vid = self.drop_id(entry)
+        vid = self.drop_id(entry, now)
         base = posixpath.basename(entry.name)
         stem = base.rsplit(".", 1)[0] if "." in base[1:] else base
         recorded = datetime.fromtimestamp(entry.mtime)

@@ -44,6 +44,11 @@ class Stage(ABC):
         """Load models and check files before any job is claimed; raise ConfigError to refuse
         to start (a missing model must never surface as a failure in the middle of a job)."""
 
+    def drop_priority(self, path: str) -> int:
+        """At the entry stage: the order of drops found in one scan (higher first), from their
+        path alone (ingest puts locked and event clips first)."""
+        return 0
+
     @abstractmethod
     def process(self, job: Sidecar, ctx: Context) -> None:
         """Do the work for one job. Raise TransientError/RetryLater/SkipJob/PermanentError to

@@ -199,6 +199,7 @@ class Worker:
         self._dirty = True
         self._settle: dict[str, tuple[tuple[int, float], datetime]] = {}
         self._drop_names: list[str] = []
+        self._companions: dict[str, list[str]] = {}
         self._drops_dirty = True
         self._next_release: datetime | None = None
 
@@ -268,12 +269,23 @@ class Worker:
         file they belong to; alone, they are drops of their own and go first."""
         settle = self.policies.spool.settle_seconds
         if self._drops_dirty or not self._drop_names:
-            prune = (now - timedelta(seconds=settle)).timestamp()
+            age = max(settle, self.policies.spool.prune_empty_after_seconds)
+            prune = (now - timedelta(seconds=age)).timestamp()
             listed = self.spool.drops(prune_before=prune)
             names = {e.name for e in listed}
             stems = {_stem(n): n for n in names if not n.lower().endswith(self._suffixes)}
-            own = [e.name for e in listed if self._owner(e.name, names, stems) is None]
-            own.sort(key=lambda n: not n.lower().endswith(self._suffixes))  # lone .gpx first
+            self._companions = {}
+            own = []
+            for e in listed:  # oldest first
+                owner = self._owner(e.name, names, stems)
+                if owner is None:
+                    own.append(e.name)
+                else:
+                    self._companions.setdefault(owner, []).append(e.name)
+            # lone companions (a trip's GPX) first, then locked/event clips, then the rest
+            own.sort(
+                key=lambda n: (not n.lower().endswith(self._suffixes), -self.stage.drop_priority(n))
+            )
             self._drop_names = own
             self._drops_dirty = False
             for gone in set(self._settle) - names:
@@ -291,7 +303,7 @@ class Worker:
                 continue
             companions = [
                 c
-                for c in map(self.spool.drop_entry, self._companion_names(name))
+                for c in map(self.spool.drop_entry, self._companions.get(name, ()))
                 if c is not None and c.kind == "file"
             ]
             if not all(self._settled(c, now, settle) for c in companions):
@@ -301,8 +313,8 @@ class Worker:
             except AlreadyExists as err:
                 self.spool.duplicate_drop(entry, str(err), self.device, now)
                 continue
-            except StorageUnavailable:
-                raise
+            except (StorageUnavailable, OSError):
+                raise  # the storage's trouble (full, read-only), not the file's: try again later
             except Exception as err:  # a drop the runtime cannot take: give it back, go on
                 log.exception("cannot adopt %r", name)
                 self._reject(entry, f"cannot take this file: {err}", now)
@@ -321,11 +333,6 @@ class Worker:
     @property
     def _suffixes(self) -> tuple[str, ...]:
         return tuple(s.lower() for s in self.stage.companion_suffixes)
-
-    def _companion_names(self, name: str) -> list[str]:
-        return [
-            f"{base}{sfx}" for sfx in self.stage.companion_suffixes for base in (name, _stem(name))
-        ]
 
     def _owner(self, name: str, names: set[str], stems: dict[str, str]) -> str | None:
         """The drop a companion file belongs to (``X.MP4`` for ``X.MP4.gpx`` or ``X.gpx``)."""
@@ -388,7 +395,8 @@ class Worker:
             where = spool.locate(nxt, claim.job)
             if where is not None:  # a previous attempt published already: just finish
                 log.info("output already in %s/%s; finishing", nxt, where)
-                self._complete(claim, now, attempt, nxt, 0.0, already_published=True)
+                facts = self._published_facts(f"{nxt}/{where}/{claim.job}", sidecar)
+                self._complete(claim, now, attempt, nxt, 0.0, already_published=True, **facts)
                 return
         # informational: if a power cut loses it, the attempt is redone and says so again
         spool.emit(job_event(EventKind.STAGE_STARTED, claim, now, attempt=attempt), durable=False)
@@ -486,22 +494,45 @@ class Worker:
                 **data,
             )
         )
-        for name in discard:
-            self.spool.discard_input(claim, name)
-        self.spool.finish(claim)
+        done = self.spool.finish(claim)
+        for name in discard:  # after finish: a crash in between leaves a spare link, no more
+            self.spool.discard_at(done, name)
+
+    def _published_facts(self, rel: str, sidecar: Sidecar) -> dict[str, Any]:
+        """What the completion event of a published attempt carries (its facts, the video id
+        it gave), read back from the published sidecar: a crash between publish and event must
+        not lose them from the ledger."""
+        try:
+            out = self.spool.read_sidecar_at(rel)
+        except Exception:  # moved on meanwhile, or unreadable: the event goes without them
+            return {}
+        data: dict[str, Any] = {"facts": out.facts.get(self.name, {})}
+        if out.video_id != sidecar.video_id:
+            data["new_video_id"] = out.video_id
+        return data
 
     def _set_aside(
         self, claim: Claim, err: Rejected | Duplicate, attempt: int, now: datetime
     ) -> None:
         """Give a refused drop back to people, with its sentence beside it."""
         rejected = isinstance(err, Rejected)
-        moved = self.spool.set_aside(
-            claim, REJECTED if rejected else DUPLICATES, str(err), self.device, now
-        )
+        folder = REJECTED if rejected else DUPLICATES
         kind = EventKind.DROP_REJECTED if rejected else EventKind.DROP_DUPLICATE
+        # the event first (stable id: a crash and a second refusal are ingested once), so the
+        # ledger never misses a refusal whose files are already set aside
+        event_id = Event.stable_id(claim.job, claim.stage, kind.value)
         self.spool.emit(
-            job_event(kind, claim, now, attempt=attempt, reason=str(err), moved_to=moved)
+            job_event(
+                kind,
+                claim,
+                now,
+                event_id=event_id,
+                attempt=attempt,
+                reason=str(err),
+                moved_to=folder,
+            )
         )
+        moved = self.spool.set_aside(claim, folder, str(err), self.device, now)
         log.warning("%s: %s -> %s", "rejected" if rejected else "duplicate", err, ", ".join(moved))
 
     def _call(self, ctx: Context) -> None:
