@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 HEADER = """# Benchmarks
 
 Benchmarks live in `bench/` and are run with `make bench`. Each one compares against a baseline
 measured in the same run, on the same machine, and writes its figures to `bench/results/`.
 """
+
+
+def parse_common(ap: argparse.ArgumentParser, name: str) -> argparse.Namespace:
+    """The options every benchmark has (scratch folder, results file, docs), then parse."""
+    scratch = "scratch space, on the disk to measure (not tmpfs)"
+    ap.add_argument("--dir", type=Path, default=REPO / "bench" / "results", help=scratch)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / f"{name}.json")
+    ap.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
+    ap.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
+    args = ap.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    return args
 
 
 def machine(where: Path) -> dict[str, str]:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine, write_docs
+from common import machine, parse_common, write_docs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the test media generators (dev extra)
@@ -92,13 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=int, default=500, help="size of the clip")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    scratch = "scratch space, on the disk to measure (not tmpfs)"
-    ap.add_argument("--dir", type=Path, default=REPO / "bench" / "results", help=scratch)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingest.json")
-    ap.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
-    ap.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
-    args = ap.parse_args()
-    args.dir.mkdir(parents=True, exist_ok=True)
+    args = parse_common(ap, "ingest")
     tmp = Path(tempfile.mkdtemp(prefix="ingest-bench-", dir=args.dir))
     runs: dict[str, list[float]] = {"ingest": [], "sha256sum": [], "hashlib": []}
     try:

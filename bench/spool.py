@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine, write_docs
+from common import machine, parse_common, write_docs
 
 from watchers import app
 from watchers.backends import local as local_backend
@@ -428,13 +428,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds")
     ap.add_argument("--samples", type=int, default=200, help="drops per latency run")
     ap.add_argument("--interval-ms", type=float, default=20.0, help="between latency drops")
-    scratch = "scratch space, on the disk to measure (not tmpfs)"
-    ap.add_argument("--dir", type=Path, default=REPO / "bench" / "results", help=scratch)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "spool.json")
-    ap.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
-    ap.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
-    args = ap.parse_args()
-    args.dir.mkdir(parents=True, exist_ok=True)
+    args = parse_common(ap, "spool")
     tmp = Path(tempfile.mkdtemp(prefix="spool-bench-", dir=args.dir))
     params = {
         k: v for k, v in vars(args).items() if k in ("jobs", "rounds", "samples", "interval_ms")

@@ -99,6 +99,14 @@ def spool(policies: Policies) -> Spool:
     return s
 
 
+@pytest.fixture
+def inbox(spool: Spool) -> Path:
+    """The spool's top-level inbox, where people and cameras drop files."""
+    root = spool.backend.local_root
+    assert root is not None
+    return root / "inbox"
+
+
 class Pipeline:
     """Every stage's worker on one device plus the coordinator, driven step by step."""
 

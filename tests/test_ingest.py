@@ -7,7 +7,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +40,6 @@ def ingest_settings(**ingest: Any) -> dict[str, Any]:
 @pytest.fixture
 def policies(tmp_path: Path) -> Policies:
     return parse(ingest_settings(), source=None, base_dir=tmp_path)
-
-
-@pytest.fixture
-def inbox(spool: Spool) -> Path:
-    root = spool.backend.local_root
-    assert root is not None
-    return root / "inbox"
 
 
 @pytest.fixture
@@ -178,9 +170,6 @@ def test_ignored_names_are_left_alone(pipeline: Pipeline, inbox: Path, clip: Pat
 
 
 # ------------------------------------------------------------------------ bad input
-BAD: dict[str, tuple[str, Any]] = {}
-
-
 def _bad_corpus(tmp: Path) -> dict[str, tuple[bytes | None, str]]:
     """name in the inbox -> (content, expected start of the sentence)."""
     good = make_video(tmp / "good.mp4", seconds=1.0)
@@ -375,14 +364,6 @@ def make_clip_policies(tmp_path: Path) -> Any:
         return parse(ingest_settings(**ingest), source=None, base_dir=tmp_path / "p")
 
     return make
-
-
-@pytest.fixture
-def pipeline_iter(spool: Spool, policies: Policies) -> Iterator[Pipeline]:
-    p = Pipeline(spool, policies)
-    p.start()
-    yield p
-    p.close()
 
 
 # ---------------------------------------------------------------------- review findings

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +12,13 @@ import pytest
 from conftest import Pipeline
 from gpsgen import base_mp4, novatek_mp4
 from test_cli import dashspool
-from test_ingest import ingest_settings, out_jobs, put
+from test_ingest import out_jobs, policies, put  # noqa: F401 - policies: the ingest fixture
 
+from stages.gps.track import length_m
 from watchers import app
-from watchers.catalog import haversine_m
-from watchers.config import Policies, parse
 from watchers.spool import Spool
 
 UTC = timezone.utc
-
-
-@pytest.fixture
-def policies(tmp_path: Path) -> Policies:
-    return parse(ingest_settings(), source=None, base_dir=tmp_path)
-
-
-@pytest.fixture
-def inbox(spool: Spool) -> Path:
-    root = spool.backend.local_root
-    assert root is not None
-    return root / "inbox"
 
 
 def camera_clip(utc: datetime, *, count: int = 60, fps: int = 10, seed: int = 1, **kw: Any) -> Any:
@@ -105,7 +91,7 @@ def test_channels_share_a_moment_and_gaps_split_trips(
     assert f1.trip_id == r1.trip_id == f2.trip_id != f3.trip_id
     assert (first.clips, first.moments) == (3, 2)
     track = [*front1.fixes, *front2.fixes]  # the rear clip repeats the front's fixes
-    expected = sum(haversine_m(a.lat, a.lon, b.lat, b.lon) for a, b in pairwise(track))
+    expected = length_m(track)
     assert first.distance_m == pytest.approx(expected, rel=1e-3)
     assert first.start_utc.startswith("2026-05-13T16:21:52")
 

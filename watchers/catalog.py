@@ -11,8 +11,7 @@ with other local times (moments). Trips use UTC (``start_utc``/``end_utc``) only
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -22,7 +21,6 @@ from sqlmodel import Field as Column
 from sqlmodel import Session, SQLModel, col, select
 
 MAX_POINTS = 100_000  # per clip: 18 Hz GoPro for 90 minutes
-EARTH_RADIUS_M = 6_371_008.8
 
 
 class Loose(BaseModel):
@@ -274,18 +272,16 @@ def _join_trip(s: Session, video: Any, gap: float, at: str) -> None:
 
 
 def refresh_trip(s: Session, trip: Trip, at: str) -> None:
+    from stages.gps.track import length_m  # the one great-circle formula
     from watchers.ledger import Video
 
     clips = list(s.exec(select(Video).where(Video.trip_id == trip.trip_id)).all())
-    if not clips:
-        s.delete(trip)
-        return
     trip.start_utc = min(c.start_utc for c in clips if c.start_utc)
     trip.end_utc = max((c.end_utc or c.start_utc) for c in clips if c.start_utc)
     trip.clips = len(clips)
     trip.moments = len({c.moment_id or c.video_id for c in clips})
     trip.duration_seconds = (parse_ts(trip.end_utc) - parse_ts(trip.start_utc)).total_seconds()
-    trip.distance_m = round(path_length_m(trip_points(s, trip.trip_id)), 1)
+    trip.distance_m = round(length_m(trip_points(s, trip.trip_id)), 1)
     trip.updated_at = at
     s.add(trip)
 
@@ -293,10 +289,12 @@ def refresh_trip(s: Session, trip: Trip, at: str) -> None:
 def trip_points(s: Session, trip_id: str) -> list[TrackPoint]:
     """The trip's GPS points in time order, one per instant (channels of a moment repeat the
     same fixes)."""
+    from watchers.ledger import Video
+
     rows = s.exec(
         select(TrackPoint)
-        .join_from(TrackPoint, _video_table(), _video_table().c.video_id == TrackPoint.video_id)
-        .where(_video_table().c.trip_id == trip_id)
+        .join(Video, col(Video.video_id) == col(TrackPoint.video_id))
+        .where(Video.trip_id == trip_id)
         .order_by(col(TrackPoint.t), col(TrackPoint.video_id))
     ).all()
     out: list[TrackPoint] = []
@@ -305,25 +303,3 @@ def trip_points(s: Session, trip_id: str) -> list[TrackPoint]:
             continue
         out.append(p)
     return out
-
-
-def _video_table() -> Any:
-    from watchers.ledger import Video
-
-    return Video.__table__  # type: ignore[attr-defined]
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
-
-
-def path_length_m(points: Iterable[TrackPoint]) -> float:
-    total, prev = 0.0, None
-    for p in points:
-        if prev is not None:
-            total += haversine_m(prev.lat, prev.lon, p.lat, p.lon)
-        prev = p
-    return total

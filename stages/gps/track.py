@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import geojson  # type: ignore[import-untyped]
 import gpxpy
@@ -26,7 +26,16 @@ GPXTPX = "http://www.garmin.com/xmlschemas/TrackPointExtension/v2"
 GPX_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?gpx[\s>/]")
 
 
-def haversine_m(a: Fix, b: Fix) -> float:
+class LatLon(Protocol):
+    """Anything with a position: a :class:`Fix`, a ledger track point."""
+
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lon(self) -> float: ...
+
+
+def haversine_m(a: LatLon, b: LatLon) -> float:
     """Great-circle distance in metres."""
     la, lb = math.radians(a.lat), math.radians(b.lat)
     h = math.sin((lb - la) / 2) ** 2
@@ -43,7 +52,7 @@ def bearing_deg(a: Fix, b: Fix) -> float:
     return math.degrees(math.atan2(y, x)) % 360
 
 
-def length_m(fixes: Sequence[Fix]) -> float:
+def length_m(fixes: Sequence[LatLon]) -> float:
     return sum(haversine_m(a, b) for a, b in itertools.pairwise(fixes))
 
 
