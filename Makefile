@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-dev
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,edge]'
 	touch $@
 
 install: $(STAMP)
@@ -45,6 +45,7 @@ format: install
 bench: install
 	$(BIN)/python bench/spool.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/preprocess.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from stages.copy import CopyStage
 from stages.ingest import IngestStage
+from stages.preprocess import PreprocessStage
 from watchers.stage import Registry
 
-REGISTRY = Registry([CopyStage, IngestStage])
+REGISTRY = Registry([CopyStage, IngestStage, PreprocessStage])

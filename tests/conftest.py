@@ -64,6 +64,8 @@ def write_settings(path: Path, data: dict[str, Any]) -> Path:
             return f'"{v}"'
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
         return str(v)
 
     lines = []

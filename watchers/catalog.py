@@ -1,4 +1,5 @@
-"""What the ledger knows about clips: identity, camera, times, GPS points, moments and trips.
+"""What the ledger knows about clips: identity, camera, times, GPS points, moments and trips,
+and what preprocess saw in them (frames kept, motion, objects, why heavy was skipped).
 
 The ingest stage reports its findings as the ``facts`` of its completion event (see
 :class:`ClipFacts`); :func:`apply_clip` turns them into columns of ``videos``, rows of
@@ -11,6 +12,7 @@ with other local times (moments). Trips use UTC (``start_utc``/``end_utc``) only
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -69,6 +71,18 @@ class ClipFacts(Loose):
     time: TimeFact = TimeFact()
     gps: GpsFact = GpsFact()
     media: dict[str, Any] = {}
+
+
+class ScreeningFacts(Loose):
+    """The preprocess stage's facts as the ledger reads them (unknown keys are ignored)."""
+
+    kind: Literal["screening"]
+    route: str | None = Field(None, max_length=64)
+    heavy_skipped: str | None = Field(None, max_length=2000)
+    frames_sampled: int = Field(0, ge=0)
+    frames_kept: int = Field(0, ge=0)
+    motion_max: float = Field(0.0, ge=0, le=1)
+    objects: dict[str, int] = Field({}, max_length=100)
 
 
 class TrackPoint(SQLModel, table=True):
@@ -138,6 +152,18 @@ MIGRATION = (
 )
 
 
+SCREENING_MIGRATION = (
+    "0003_screening",
+    """
+    ALTER TABLE videos ADD COLUMN frames_sampled INTEGER;
+    ALTER TABLE videos ADD COLUMN frames_kept INTEGER;
+    ALTER TABLE videos ADD COLUMN motion_max REAL;
+    ALTER TABLE videos ADD COLUMN objects TEXT;
+    ALTER TABLE videos ADD COLUMN heavy_skipped TEXT
+    """,
+)
+
+
 def ts(value: datetime) -> str:
     """Fixed-width UTC text (naive values are taken as UTC), so comparing strings compares times."""
     if value.tzinfo is None:
@@ -157,6 +183,26 @@ def parse_facts(raw: Any) -> ClipFacts | None:
         return ClipFacts.model_validate(raw)
     except ValidationError:
         return None
+
+
+def parse_screening(raw: Any) -> ScreeningFacts | None:
+    """The preprocess facts of an event, or None when they are absent or malformed."""
+    if not isinstance(raw, dict) or raw.get("kind") != "screening":
+        return None
+    try:
+        return ScreeningFacts.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def apply_screening(video: Any, facts: ScreeningFacts) -> None:
+    """Record what preprocess saw on the clip's ``videos`` row (``objects`` as JSON text:
+    class name → frames it was seen in)."""
+    video.frames_sampled = facts.frames_sampled
+    video.frames_kept = facts.frames_kept
+    video.motion_max = facts.motion_max
+    video.objects = json.dumps(facts.objects, sort_keys=True) if facts.objects else None
+    video.heavy_skipped = facts.heavy_skipped
 
 
 def apply_clip(

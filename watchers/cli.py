@@ -314,11 +314,13 @@ def ledger_videos(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
-    """Videos, newest first: id, original name, state, stage, times."""
+    """Videos, newest first: id, original name, state, stage, frames kept, times."""
     rows = _rows(_ledger().videos(state=state_filter, limit=limit))
     columns: list[Column] = [
         ("video_id", lambda r: r["video_id"][:12]),
-        *_fields("source_name", "state", "stage", "created_at", "updated_at"),
+        *_fields("source_name", "state", "stage"),
+        ("frames", lambda r: "-" if r["frames_kept"] is None else str(r["frames_kept"])),
+        *_fields("created_at", "updated_at"),
     ]
     _show(rows, columns, as_json=as_json)
 
@@ -344,6 +346,14 @@ def ledger_video(
         _print_json(data)
         return
     out.print(f"[bold]{v.source_name}[/]  {v.video_id}  state={v.state} stage={v.stage}")
+    if v.frames_kept is not None:
+        seen = ", ".join(f"{k} x{n}" for k, n in json.loads(v.objects or "{}").items())
+        out.print(
+            f"preprocess: {v.frames_kept} of {v.frames_sampled} frames kept, "
+            f"motion up to {v.motion_max or 0:.3f}" + (f", seen: {seen}" if seen else "")
+        )
+        if v.heavy_skipped:
+            out.print(f"heavy skipped: {v.heavy_skipped}", markup=False)
     t = Table(title="stage attempts")
     for col in ("stage", "attempt", "device", "outcome", "started", "finished", "seconds", "error"):
         t.add_column(col)

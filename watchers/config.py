@@ -109,6 +109,27 @@ def _default_stages() -> dict[str, StageTable]:
             "max_speed_kmh": 300,
             "gpx_max_mb": 64,
         },
+        "preprocess": {
+            "type": "preprocess",
+            "sample_by": "time",
+            "fps": 1,
+            "every_m": 10,
+            "stopped_below_kmh": 3,
+            "position_max_gap_seconds": 5,
+            "snap_to_keyframes": True,
+            "decode_threads": 0,
+            "motion_width": 160,
+            "pixel_threshold": 25,
+            "motion_threshold": 0.02,
+            "duplicate_distance": 4,
+            "classes": ["person", "bicycle", "car", "motorcycle", "bus", "truck"],
+            "max_frames": 120,
+            "jpeg_quality": 90,
+            "jpeg_max_side": 0,
+            "heavy_stage": "heavy",
+            "skip_stage": "archive",
+            "detector": {"type": "none"},
+        },
     }
     return {
         name: StageTable.model_validate({"type": "copy", **own.get(name, {}), "next": nexts[name]})

@@ -81,6 +81,12 @@ class Video(SQLModel, table=True):
     gps_points: int | None = None
     moment_id: str | None = None
     trip_id: str | None = None
+    # from the preprocess stage
+    frames_sampled: int | None = None
+    frames_kept: int | None = None
+    motion_max: float | None = None
+    objects: str | None = None  # JSON: class name → frames it was seen in
+    heavy_skipped: str | None = None  # why heavy was skipped (None: it was not)
 
 
 class VideoAlias(SQLModel, table=True):
@@ -160,6 +166,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     catalog.MIGRATION,
+    catalog.SCREENING_MIGRATION,
 ]
 
 
@@ -538,8 +545,8 @@ def _set_aside(state: VideoState) -> Handler:
 
 
 def _identify(s: Session, ev: Event, video: Video, at: str) -> Video:
-    """Ingest's completion: re-key the video from its provisional drop id to the content id,
-    then record the clip's facts (catalog)."""
+    """A completion: re-key the video from its provisional drop id to the content id (ingest),
+    then record the stage's facts (catalog: ingest's clip facts, preprocess's screening)."""
     new_id = ev.data.get("new_video_id")
     if isinstance(new_id, str) and new_id != video.video_id and VIDEO_ID_RE.match(new_id):
         video = _rekey(s, video, new_id)
@@ -554,6 +561,9 @@ def _identify(s: Session, ev: Event, video: Video, at: str) -> Video:
             trip_gap=led.trip_gap_seconds,
             moment_window=led.moment_window_seconds,
         )
+    screening = catalog.parse_screening(ev.data.get("facts"))
+    if screening is not None:
+        catalog.apply_screening(video, screening)
     return video
 
 

@@ -138,6 +138,12 @@ class Staging:
             self.files.append(name)
         return self.local_dir / name
 
+    def remove(self, name: str) -> None:
+        """Take back output ``name``: it will not be published."""
+        if name in self.files:
+            self.files.remove(name)
+            (self.local_dir / name).unlink(missing_ok=True)
+
     def discard(self) -> None:
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)

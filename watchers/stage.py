@@ -116,6 +116,11 @@ class Context:
             raise RuntimeError(f"stage {self.stage} is last in the pipeline: it has no outputs")
         return self._staging.path(name)
 
+    def remove_output(self, name: str) -> None:
+        """Take back an output written earlier in this job (it is not published)."""
+        if self._staging is not None:
+            self._staging.remove(name)
+
     def write_output(self, name: str, data: bytes) -> None:
         self.output_path(name).write_bytes(data)
 

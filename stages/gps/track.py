@@ -1,14 +1,15 @@
-"""Tracks after reading: cleaning, distances, and GPX / GeoJSON in and out."""
+"""Tracks after reading: cleaning, distances, positions between fixes, GPX / GeoJSON in and out."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +55,81 @@ def bearing_deg(a: Fix, b: Fix) -> float:
 
 def length_m(fixes: Sequence[LatLon]) -> float:
     return sum(haversine_m(a, b) for a, b in itertools.pairwise(fixes))
+
+
+def position_at(
+    fixes: Sequence[Fix], when: datetime, *, max_gap_seconds: float = 5.0
+) -> Fix | None:
+    """The position at ``when``, interpolated between the two fixes around it (linear in
+    latitude, longitude, speed and altitude; bearing the short way round). ``None`` when
+    ``when`` falls in a gap longer than ``max_gap_seconds`` or further than half that outside
+    the track: a guess is worse than no position. ``fixes`` must be in time order."""
+    if not fixes:
+        return None
+    times = [f.time for f in fixes]
+    i = bisect.bisect_left(times, when)
+    edge = timedelta(seconds=max_gap_seconds / 2)
+    if i < len(fixes) and times[i] == when:
+        return fixes[i]
+    if i == 0:
+        return replace(fixes[0], time=when) if times[0] - when <= edge else None
+    if i == len(fixes):
+        return replace(fixes[-1], time=when) if when - times[-1] <= edge else None
+    a, b = fixes[i - 1], fixes[i]
+    span = (b.time - a.time).total_seconds()
+    if span > max_gap_seconds:
+        return None
+    k = (when - a.time).total_seconds() / span
+    return Fix(
+        when,
+        a.lat + (b.lat - a.lat) * k,
+        a.lon + (b.lon - a.lon) * k,
+        speed_kmh=_lerp(a.speed_kmh, b.speed_kmh, k),
+        bearing_deg=_lerp_angle(a.bearing_deg, b.bearing_deg, k),
+        alt_m=_lerp(a.alt_m, b.alt_m, k),
+    )
+
+
+def times_every(
+    fixes: Sequence[Fix], metres: float, *, stopped_below_kmh: float = 0.0
+) -> list[datetime]:
+    """The moments at which the track has covered 0, ``metres``, 2x``metres``… (the way
+    mapillary_tools samples by distance): interpolated in time between fixes, so a vehicle
+    that stands still yields no moments at all. A step between two fixes that both report a
+    speed below ``stopped_below_kmh`` counts as no distance (GPS wander at a standstill)."""
+    if metres <= 0:
+        raise ValueError(f"distance step must be positive, not {metres!r}")
+    if not fixes:
+        return []
+    out = [fixes[0].time]
+    covered, goal = 0.0, metres
+    for a, b in itertools.pairwise(fixes):
+        step = haversine_m(a, b)
+        if _slow(a, stopped_below_kmh) and _slow(b, stopped_below_kmh):
+            step = 0.0
+        while step > 0 and covered + step >= goal:
+            k = (goal - covered) / step
+            out.append(a.time + (b.time - a.time) * k)
+            goal += metres
+        covered += step
+    return out
+
+
+def _slow(fix: Fix, below_kmh: float) -> bool:
+    return fix.speed_kmh is not None and fix.speed_kmh < below_kmh
+
+
+def _lerp(a: float | None, b: float | None, k: float) -> float | None:
+    if a is None or b is None:
+        return a if k < 0.5 else b
+    return a + (b - a) * k
+
+
+def _lerp_angle(a: float | None, b: float | None, k: float) -> float | None:
+    if a is None or b is None:
+        return a if k < 0.5 else b
+    turn = (b - a + 180.0) % 360.0 - 180.0
+    return (a + turn * k) % 360.0
 
 
 def clean(
