@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import logging
 import math
 import queue
@@ -43,6 +44,9 @@ import av.packet
 import av.video
 
 log = logging.getLogger(__name__)
+
+MAX_GOP_PACKETS = 1200  # a GOP held longer than this (40 s at 30 fps) is decoded as it comes
+MAX_GOP_BYTES = 256 << 20
 
 if TYPE_CHECKING:
     Packet = av.packet.Packet[Any]  # generic in the stubs only
@@ -62,11 +66,15 @@ class Sample:
 class DecodeStats:
     """How much of the clip was touched, for the sidecar and the benchmark."""
 
-    packets: int = 0  # video packets in the clip
+    packets: int = 0  # video packets read (the rest of the clip is not read once all is served)
     decoded: int = 0  # packets sent to the decoder
     gops: int = 0
     gops_skipped: int = 0  # no moment in them: never decoded
     gops_keyframe_only: int = 0  # served by their keyframe alone
+    leading_dropped: int = 0  # packets before the first keyframe: nothing to decode them from
+    streamed_from: int | None = None  # packet from which every frame was decoded (no plan)
+    unserved: int = 0  # moments no frame was found for (past the end, or frames lost)
+    untimed: int = 0  # frames decoded without a timestamp (raw streams): never served
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -76,6 +84,10 @@ class DecodeStats:
             "gops": self.gops,
             "gops_skipped": self.gops_skipped,
             "gops_keyframe_only": self.gops_keyframe_only,
+            "leading_dropped": self.leading_dropped,
+            "streamed_from": self.streamed_from,
+            "unserved": self.unserved,
+            "untimed": self.untimed,
             "errors": self.errors[:10],
         }
 
@@ -115,6 +127,11 @@ class _Moments:
     def give_back(self, moments: list[float]) -> None:
         self._front.extendleft(reversed(moments))
 
+    def rest(self) -> Iterator[float]:
+        while (t := self.peek()) is not None:
+            self._front.popleft()
+            yield t
+
 
 class FrameSampler:
     """Decode the frames for ``moments`` from the first video stream of ``path``."""
@@ -135,30 +152,54 @@ class FrameSampler:
             self._origin: int | None = stream.start_time
             self._wanted: dict[int, tuple[float, bool]] = {}  # pts → (moment, keyframe)
             self._moments = _Moments(moments)
+            self._streaming = False  # no plan possible: decode all, serve by the frames' times
+            self._previous_whole = False  # the previous GOP was decoded to its last packet
             gop: list[Packet] = []
+            held = 0  # bytes in ``gop``
+            seen_key = False
             for packet in container.demux(stream):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
                 self.stats.packets += 1
-                if packet.is_keyframe and gop:
+                if self._streaming:
+                    yield from self._decode(packet)
+                elif packet.is_keyframe and gop and not seen_key:
+                    self.stats.leading_dropped += len(gop)  # no reference to decode them from
+                    gop, held = [], 0
+                elif packet.is_keyframe and gop:
                     yield from self._gop(gop, packet.pts)
-                    gop = []
-                    if self._moments.peek() is None and not self._wanted:
-                        return  # every moment served: the rest of the clip is not needed
+                    gop, held = [], 0
+                if self._moments.peek() is None:
+                    break  # every moment is served or in the decoder: the rest is not needed
+                if self._streaming:
+                    continue
+                seen_key = seen_key or bool(packet.is_keyframe)
                 gop.append(packet)
-            if gop:
-                yield from self._gop(gop, None)
+                held += packet.size
+                if packet.pts is None or len(gop) > MAX_GOP_PACKETS or held > MAX_GOP_BYTES:
+                    self._stream_from(gop)  # no timestamps, or no keyframe in sight
+                    yield from self._stream_gop(gop)
+                    gop, held = [], 0
+            else:
+                if gop and not self._streaming:
+                    yield from self._gop(gop, None)
             yield from self._decode(None)
+            left = itertools.islice(self._moments.rest(), 1_000_000)
+            self.stats.unserved = len(self._wanted) + sum(1 for _ in left)
 
     # ---------------------------------------------------------------- one GOP
     def _gop(self, gop: list[Packet], next_key: int | None) -> Iterator[Sample]:
         self.stats.gops += 1
+        key = gop[0]
         if self._origin is None:
-            self._origin = gop[0].pts
-        if any(p.pts is None for p in gop) or self._origin is None:
-            yield from self._gop_untimed(gop)
-            return
-        pts = sorted(p.pts for p in gop if p.pts is not None)
+            self._origin = key.pts
+        # Leading pictures of an open GOP (shown before the keyframe, decoded after it) need the
+        # previous GOP's frames: they are served only when that GOP was decoded to its end.
+        whole, self._previous_whole = self._previous_whole, False
+        lowest = None if whole or key.pts is None else key.pts
+        pts = sorted(
+            p.pts for p in gop if p.pts is not None and (lowest is None or p.pts >= lowest)
+        )
         if next_key is not None:
             end = self._time(next_key)
         else:  # the last GOP: up to one frame past its last frame
@@ -167,8 +208,7 @@ class FrameSampler:
         if not moments:
             self.stats.gops_skipped += 1
             return
-        key = gop[0] if gop[0].is_keyframe else None
-        if self.snap and key is not None and key.pts is not None and next_key is not None:
+        if self.snap and key.pts is not None and next_key is not None:
             here = self._time(key.pts)
             to_here = [t for t in moments if t - here <= end - t]
             to_next = [t for t in moments if t - here > end - t]
@@ -197,31 +237,36 @@ class FrameSampler:
             if p.pts in chosen:
                 self._wanted[p.pts] = (chosen[p.pts], bool(p.is_keyframe))
         last = max(i for i, p in enumerate(gop) if p.pts in chosen)
+        self._previous_whole = last == len(gop) - 1
         for packet in gop[: last + 1]:
             yield from self._decode(packet)
 
-    def _gop_untimed(self, gop: list[Packet]) -> Iterator[Sample]:
-        """No timestamps to plan with: decode it all and keep the first frame at or after
-        each moment, by the frames' own times."""
-        for packet in [*gop, None]:
-            for frame in self._frames(packet):
-                if frame.pts is None:
-                    continue
-                if self._origin is None:
-                    self._origin = frame.pts
-                t = self._time(frame.pts)
-                served = self._moments.take_before(t + 1e-9)
-                if served:
-                    yield Sample(t, served[0], bool(frame.key_frame), frame)
+    def _stream_from(self, gop: list[Packet]) -> None:
+        why = "packets without timestamps" if gop[-1].pts is None else "no keyframe in sight"
+        log.info("%s: %s: decoding every frame from here on", self.path.name, why)
+        self.stats.streamed_from = self.stats.packets - len(gop)
+        self._streaming = True
+
+    def _stream_gop(self, gop: list[Packet]) -> Iterator[Sample]:
+        for packet in gop:
+            yield from self._decode(packet)
 
     # ---------------------------------------------------------------- decoding
     def _decode(self, packet: Packet | None) -> Iterator[Sample]:
         for frame in self._frames(packet):
             if frame.pts is None:
+                self.stats.untimed += 1
                 continue
+            if self._origin is None:
+                self._origin = frame.pts
             wanted = self._wanted.pop(frame.pts, None)
             if wanted is not None:
                 yield Sample(self._time(frame.pts), wanted[0], wanted[1], frame)
+            elif self._streaming:  # the first frame at or after each moment, by its own time
+                t = self._time(frame.pts)
+                served = self._moments.take_before(t + 1e-6)
+                if served:
+                    yield Sample(t, served[0], bool(frame.key_frame), frame)
 
     def _frames(self, packet: Packet | None) -> list[av.video.VideoFrame]:
         if packet is not None:
@@ -229,11 +274,8 @@ class FrameSampler:
         try:
             return [f for f in self._codec.decode(packet) if isinstance(f, av.video.VideoFrame)]
         except av.error.FFmpegError as err:  # a damaged frame costs that frame, not the clip
-            where = (
-                "flush"
-                if packet is None or packet.pts is None
-                else f"{self._time(packet.pts):.3f}s"
-            )
+            pts = None if packet is None else packet.pts
+            where = "flush" if pts is None else f"{self._time(pts):.3f}s"
             self.stats.errors.append(f"{where}: {err}")
             log.debug("%s: decode error at %s: %s", self.path.name, where, err)
             return []
@@ -250,7 +292,7 @@ T = TypeVar("T")
 _END = object()
 
 
-def read_ahead(source: Generator[T, None, None], depth: int = 4) -> Iterator[T]:
+def read_ahead(source: Generator[T, None, None], depth: int = 4) -> Generator[T, None, None]:
     """Items of ``source``, produced by a background thread at most ``depth`` ahead. An
     exception in ``source`` is raised here, at the point it was reached; stopping early (an
     exception in the caller, a ``break``) stops and closes ``source``."""

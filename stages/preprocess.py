@@ -12,15 +12,20 @@ For each clip ingest filed (``refs.video``), one pass:
 4. **Keep** a sample when something moved or an object of interest is in it, unless it is a
    still near-duplicate of the last kept frame; keep at most ``max_frames`` (thinned evenly).
    Locked and event clips keep every sample that is not a near-duplicate.
-5. **Route**: kept frames (JPEG) and a per-frame record (time, motion, detections,
-   interpolated position) go to ``heavy``; a clip with nothing kept goes to ``archive`` with
-   the reason heavy was skipped. Locked and event clips always go to heavy.
+5. **Route**: kept frames (JPEG) and ``frames.json`` (one record per frame: time, motion,
+   detections, interpolated position) go to ``heavy``; a clip with nothing kept goes to
+   ``archive`` with the reason heavy was skipped. Locked and event clips always go to heavy.
 
-The clip's ``track.gpx`` / ``track.geojson`` travel on either way.
+The sidecar's facts hold the summary (counts, route, reason); the per-frame records are a file
+of their own, so that a clip's sidecar stays small whatever it shows. The clip's ``track.gpx``
+/ ``track.geojson`` travel on either way. Ingest's facts come from another machine: each part
+is checked on its own, and what is unusable is left out with a line in ``problems``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +36,7 @@ from typing import Any, Literal
 import av
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stages.detectors import Detection, Detector, DetectorSettings, NoneSettings, build_detector
 from stages.frames import FrameSampler, Sample, every_seconds, read_ahead
@@ -47,20 +52,23 @@ log = logging.getLogger(__name__)
 
 COCO_ROAD = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
 CARRIED = ("track.gpx", "track.geojson")  # ingest's outputs, handed on whichever way we route
-MAX_DETECTIONS_PER_FRAME = 50  # in the sidecar; heavy looks again anyway
+FRAMES_FILE = "frames.json"  # the per-frame records, beside the JPEGs
+MAX_FPS = 60  # sampling rate limit, and so the most moments a second of clip can give
+MAX_TRACK_POINTS = 100_000  # read from the sidecar at most (18 Hz for 90 minutes)
+TRACK_MARGIN_SECONDS = 10  # fixes this far outside the clip still help interpolate
 
 
 class PreprocessSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sample_by: Literal["time", "distance"] = "time"
-    fps: float = Field(1.0, gt=0, le=60)
-    every_m: float = Field(10.0, gt=0)
+    fps: float = Field(1.0, gt=0, le=MAX_FPS)
+    every_m: float = Field(10.0, ge=1)
     stopped_below_kmh: float = Field(3.0, ge=0)
     position_max_gap_seconds: float = Field(5.0, gt=0)
     snap_to_keyframes: bool = True
     decode_threads: int = Field(0, ge=0, le=64)
-    motion_width: int = Field(160, ge=32, le=1280)
+    motion_width_px: int = Field(160, ge=32, le=1280)
     pixel_threshold: int = Field(25, ge=1, le=254)
     motion_threshold: float = Field(0.02, gt=0, le=1)
     duplicate_distance: int = Field(4, ge=0, le=63)
@@ -68,20 +76,43 @@ class PreprocessSettings(BaseModel):
     detector: DetectorSettings = NoneSettings()
     max_frames: int = Field(120, ge=1, le=10_000)
     jpeg_quality: int = Field(90, ge=1, le=100)
-    jpeg_max_side: int = Field(0, ge=0)
+    jpeg_max_side_px: int = Field(0, ge=0)
     heavy_stage: str = "heavy"
     skip_stage: str = "archive"
 
+    @field_validator("jpeg_max_side_px")
+    @classmethod
+    def _jpeg_side(cls, v: int) -> int:
+        if 0 < v < 64:
+            raise ValueError("must be 0 (full size) or at least 64")
+        return v
 
-class _IngestFacts(BaseModel):
-    """What preprocess reads of ingest's facts (from another machine: checked, bounded)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+@dataclass
+class _IngestFacts:
+    """What preprocess reads of ingest's facts. They come from another machine: each part is
+    taken only when it has the right shape, and a line in ``problems`` says what was not."""
 
-    camera: dict[str, Any] = {}
-    media: dict[str, Any] = {}
-    time: dict[str, Any] = {}
-    gps: dict[str, Any] = {}
+    camera: dict[str, Any] = field(default_factory=dict)
+    media: dict[str, Any] = field(default_factory=dict)
+    time: dict[str, Any] = field(default_factory=dict)
+    gps: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def find(cls, facts: dict[str, Any], problems: list[str]) -> _IngestFacts:
+        """The facts of the stage that filed the clip (``kind: video``), whatever its name."""
+        found = [f for f in facts.values() if isinstance(f, dict) and f.get("kind") == "video"]
+        if not found:
+            problems.append("no ingest facts in the sidecar: no GPS, camera or duration")
+            return cls()
+        out = cls()
+        for part in ("camera", "media", "time", "gps"):
+            value = found[-1].get(part)
+            if isinstance(value, dict):
+                setattr(out, part, value)
+            elif value is not None:
+                problems.append(f"ingest facts: {part} is not an object: ignored")
+        return out
 
 
 @dataclass
@@ -127,66 +158,79 @@ class PreprocessStage(Stage):
         if "video" not in ctx.refs:
             raise PermanentError("preprocess needs the clip: the job has no refs.video")
         video = ctx.resolve_ref("video")
-        try:
-            facts = _IngestFacts.model_validate(job.facts.get("ingest") or {})
-        except ValidationError:
-            facts = _IngestFacts()
         problems: list[str] = []
-        track = _track(facts, problems)
+        facts = _IngestFacts.find(job.facts, problems)
+        locked = facts.camera.get("locked") is True or facts.camera.get("mode") == "event"
         start = _utc(facts.time.get("utc_start"))
-        locked = bool(facts.camera.get("locked")) or facts.camera.get("mode") == "event"
         duration = _duration(video, facts)
-        moments, sampling = self._moments(duration, track, start, facts)
+        track = _track(facts, start, duration, problems)
+        moments, sampling = self._moments(duration, track, start, facts, locked)
 
         sampler = FrameSampler(
             video, snap_to_keyframes=s.snap_to_keyframes, threads=s.decode_threads
         )
         looker = MotionFilter(pixel_threshold=s.pixel_threshold)
         kept: list[_Kept] = []
-        seen: Counter[str] = Counter()
         sampled = moving = duplicates = 0
         motion_max = 0.0
         last_kept: Look | None = None
         last_detected: tuple[Look, list[Detection]] | None = None
         try:
-            for sample in read_ahead(sampler.sample(moments)):
-                sampled += 1
-                look = looker.look(_gray(sample.frame, s.motion_width))
-                is_moving = look.motion >= s.motion_threshold
-                moving += is_moving
-                motion_max = max(motion_max, look.motion)
-                detections, reused = self._detect(sample, look, is_moving, last_detected)
-                if not reused:
-                    last_detected = (look, detections)
-                interesting = is_moving or bool(detections) or locked
-                repeat = (
-                    last_kept is not None
-                    and not is_moving
-                    and distance(look.hash, last_kept.hash) <= s.duplicate_distance
-                )
-                if interesting and repeat:
-                    duplicates += 1
-                if interesting and not repeat:
-                    kept.append(_Kept(sample.time, sample.keyframe, look, detections, reused))
-                    last_kept = look
-                    self._write_frame(ctx, sample, kept[-1], len(kept))
-        except av.error.FFmpegError as err:
+            with contextlib.closing(read_ahead(sampler.sample(moments))) as samples:
+                for sample in samples:
+                    sampled += 1
+                    look = looker.look(_gray(sample.frame, s.motion_width_px))
+                    is_moving = look.motion >= s.motion_threshold
+                    moving += is_moving
+                    motion_max = max(motion_max, look.motion)
+                    detections, reused = self._detect(sample, look, is_moving, last_detected)
+                    if not reused:
+                        last_detected = (look, detections)
+                    interesting = is_moving or bool(detections) or locked
+                    repeat = (
+                        last_kept is not None
+                        and not is_moving
+                        and distance(look.hash, last_kept.hash) <= s.duplicate_distance
+                    )
+                    if interesting and repeat:
+                        duplicates += 1
+                    if interesting and not repeat:
+                        kept.append(_Kept(sample.time, sample.keyframe, look, detections, reused))
+                        last_kept = look
+                        self._write_frame(ctx, sample, kept[-1], len(kept))
+        except (av.error.FFmpegError, IndexError) as err:
             raise PermanentError(f"unreadable: PyAV could not decode the clip: {err}") from None
+        stats = sampler.stats
+        if moments and not sampled and stats.untimed:
+            raise PermanentError(
+                "unreadable: the video has no timestamps (a raw H.264/HEVC stream?), so no frame "
+                "can be placed in time; remux it into MP4 (ffmpeg -i IN -c copy OUT.mp4)"
+            )
+        if moments and not sampled:
+            why = "; ".join(stats.errors[:3]) or "no frame came out of the decoder"
+            raise PermanentError(f"unreadable: not one frame of the clip could be decoded ({why})")
+        if stats.errors:
+            problems.append(f"{len(stats.errors)} decode errors, first: {stats.errors[0]}")
+            ctx.log.warning("%s: %d decode errors", job.source_name, len(stats.errors))
 
         capped = _thin(kept, s.max_frames)
         for k in capped:
             ctx.remove_output(k.record["file"])
         dropped = {id(k) for k in capped}
         kept = [k for k in kept if id(k) not in dropped]
+        seen: Counter[str] = Counter()
+        positions = _Positions(track, s.position_max_gap_seconds)
         for k in kept:
-            k.record.update(_record(k, start, track, s.position_max_gap_seconds))
+            k.record.update(_record(k, start, positions))
             seen.update({d.label for d in k.detections})
 
         for name in CARRIED:
             if name in ctx.inputs:
                 ctx.copy_input(name)
-        if kept:
+        if kept or locked:
             route, why, skipped = s.heavy_stage, _why_heavy(locked, moving, seen), None
+            records = [k.record for k in kept]
+            ctx.write_output(FRAMES_FILE, json.dumps({"frames": records}, indent=1).encode())
         else:
             route, why = s.skip_stage, self._why_skip(sampled, motion_max)
             skipped = why
@@ -197,44 +241,56 @@ class PreprocessStage(Stage):
             reason=why,
             heavy_skipped=skipped,
             sampling=sampling,
-            decode=sampler.stats.to_json(),
+            decode=stats.to_json(),
             detector=self.detector.describe(),
             frames_sampled=sampled,
             frames_moving=moving,
             frames_duplicate=duplicates,
             frames_capped=len(capped),
             frames_kept=len(kept),
+            frames_file=FRAMES_FILE if route == s.heavy_stage else None,
             motion_max=round(motion_max, 4),
             objects=dict(seen.most_common()),
             problems=problems[:20],
-            frames=[k.record for k in kept],
         )
         ctx.log.info(
-            "%s: %d/%d frames kept → %s (%s)", job.source_name, len(kept), sampled, route, why
+            "%s: %d/%d frames kept -> %s (%s)", job.source_name, len(kept), sampled, route, why
         )
 
     def _moments(
-        self, duration: float, track: list[Fix], start: datetime | None, facts: _IngestFacts
+        self,
+        duration: float,
+        track: list[Fix],
+        start: datetime | None,
+        facts: _IngestFacts,
+        locked: bool,
     ) -> tuple[list[float], dict[str, Any]]:
         s = self._settings
-        if s.sample_by == "distance":
-            why = None
-            if facts.camera.get("mode") == "parking":
-                why = "a parking clip: the camera stands still"
-            elif not track or start is None:
-                why = "no GPS track"
-            if why is None:
-                assert start is not None
-                times = gpstrack.times_every(
-                    track, s.every_m, stopped_below_kmh=s.stopped_below_kmh
-                )
-                moments = [(t - start).total_seconds() for t in times]
-                moments = [m for m in moments if 0 <= m < duration]
-                return moments, {"by": "distance", "every_m": s.every_m, "moments": len(moments)}
+        by_time = {"by": "time", "fps": s.fps}
+        if s.sample_by == "time":
             moments = every_seconds(duration, s.fps)
-            return moments, {"by": "time", "fps": s.fps, "moments": len(moments), "note": why}
-        moments = every_seconds(duration, s.fps)
-        return moments, {"by": "time", "fps": s.fps, "moments": len(moments)}
+            return moments, {**by_time, "moments": len(moments)}
+        why = None
+        if facts.camera.get("mode") == "parking":
+            why = "a parking clip: the camera stands still"
+        elif locked:
+            why = "a locked or event clip: every moment of it counts, moving or not"
+        elif not track or start is None:
+            why = "no GPS track"
+        if why is not None:
+            moments = every_seconds(duration, s.fps)
+            return moments, {**by_time, "moments": len(moments), "note": why}
+        assert start is not None
+        end = start + timedelta(seconds=duration)
+        times = gpstrack.times_every(
+            track,
+            s.every_m,
+            stopped_below_kmh=s.stopped_below_kmh,
+            until=end,
+            limit=int(duration * MAX_FPS) + 1,  # never more frames than the clip has
+        )
+        moments = [m for t in times if 0 <= (m := (t - start).total_seconds()) < duration]
+        return moments, {"by": "distance", "every_m": s.every_m, "moments": len(moments)}
 
     def _detect(
         self,
@@ -268,8 +324,8 @@ class PreprocessStage(Stage):
         s = self._settings
         frame = sample.frame
         scale = 1.0
-        if s.jpeg_max_side and max(frame.width, frame.height) > s.jpeg_max_side:
-            scale = s.jpeg_max_side / max(frame.width, frame.height)
+        if s.jpeg_max_side_px and max(frame.width, frame.height) > s.jpeg_max_side_px:
+            scale = s.jpeg_max_side_px / max(frame.width, frame.height)
         w, h = round(frame.width * scale) // 2 * 2, round(frame.height * scale) // 2 * 2
         bgr = frame.reformat(width=w, height=h, format="bgr24", interpolation="AREA").to_ndarray()
         ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
@@ -279,10 +335,15 @@ class PreprocessStage(Stage):
         ctx.output_path(name).write_bytes(data.tobytes())
         kept.record["file"] = name
         kept.record["width"], kept.record["height"] = w, h
+        if (w, h) != (frame.width, frame.height):  # boxes in the pixels of the JPEG
+            back = w / frame.width, h / frame.height
+            kept.detections = [_scaled(d, back) for d in kept.detections]
 
     def _why_skip(self, sampled: int, motion_max: float) -> str:
         s = self._settings
-        things = ", ".join(s.classes) if s.classes else "any object"
+        things = ", ".join(s.classes[:12]) if s.classes else "any object"
+        if len(s.classes) > 12:
+            things += f" or {len(s.classes) - 12} more classes"
         looked = "" if self.detector.input_size is None else f" and no {things}"
         return (
             f"nothing to look at: no motion above {s.motion_threshold:g} "
@@ -307,22 +368,37 @@ def _thin(kept: list[_Kept], cap: int) -> list[_Kept]:
     return [k for i, k in enumerate(kept) if i not in keep]
 
 
-def _record(k: _Kept, start: datetime | None, track: list[Fix], max_gap: float) -> dict[str, Any]:
+class _Positions:
+    """Positions along the clip's track at given moments (fix times indexed once)."""
+
+    def __init__(self, track: list[Fix], max_gap: float) -> None:
+        self.track, self.max_gap = track, max_gap
+        self.times = [f.time for f in track]
+
+    def at(self, when: datetime) -> Fix | None:
+        if not self.track:
+            return None
+        return gpstrack.position_at(
+            self.track, when, max_gap_seconds=self.max_gap, times=self.times
+        )
+
+
+def _record(k: _Kept, start: datetime | None, positions: _Positions) -> dict[str, Any]:
     out: dict[str, Any] = {
         "time": round(k.time, 4),
         "keyframe": k.keyframe,
         "motion": round(k.look.motion, 4),
         "hash": k.look.hash_hex,
-        "detections": [d.to_json() for d in k.detections[:MAX_DETECTIONS_PER_FRAME]],
+        "detections": [d.to_json() for d in k.detections],
     }
     if k.reused:
         out["detections_reused"] = True
     if start is not None:
         when = start + timedelta(seconds=k.time)
         out["utc"] = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        fix = gpstrack.position_at(track, when, max_gap_seconds=max_gap) if track else None
+        fix = positions.at(when)
         out["position"] = (
-            None if fix is None else {k2: v for k2, v in fix.to_json().items() if k2 != "time"}
+            None if fix is None else {key: v for key, v in fix.to_json().items() if key != "time"}
         )
     return out
 
@@ -340,19 +416,29 @@ def _gray(frame: av.VideoFrame, width: int) -> np.ndarray[Any, np.dtype[np.uint8
     return np.ascontiguousarray(small.to_ndarray())
 
 
-def _track(facts: _IngestFacts, problems: list[str]) -> list[Fix]:
+def _track(
+    facts: _IngestFacts, start: datetime | None, duration: float, problems: list[str]
+) -> list[Fix]:
+    """The clip's fixes from ingest's facts: valid points only, in time order, cleaned of
+    jumps, and only those in the clip's time span (with a margin for interpolation)."""
     raw = facts.gps.get("track") or []
     if not isinstance(raw, list):
         problems.append("ingest gps.track is not a list: ignored")
         return []
     fixes = []
-    for i, point in enumerate(raw[:100_000]):
+    for i, point in enumerate(raw[:MAX_TRACK_POINTS]):
         try:
             fixes.append(Fix.from_json(point))
         except ValueError as err:
             problems.append(f"gps point {i}: {err}")
     fixes.sort(key=lambda f: f.time)
-    return fixes
+    if start is not None:
+        margin = timedelta(seconds=TRACK_MARGIN_SECONDS)
+        lo, hi = start - margin, start + timedelta(seconds=duration) + margin
+        fixes = [f for f in fixes if lo <= f.time <= hi]
+    cleaned, dropped = gpstrack.clean(fixes)
+    problems.extend(dropped[:5])
+    return list(cleaned)
 
 
 def _utc(value: Any) -> datetime | None:
@@ -366,14 +452,20 @@ def _utc(value: Any) -> datetime | None:
 
 
 def _duration(video: Path, facts: _IngestFacts) -> float:
-    """The clip's length: ingest's probe, else the container's own header."""
+    """The clip's length from its own header (ingest's figure crossed a machine boundary and
+    is used only when the header has none)."""
+    try:
+        with av.open(str(video)) as container:
+            if not container.streams.video:
+                raise PermanentError("not a video: the clip has no video stream")
+            stream = container.streams.video[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / 1_000_000
+    except av.error.FFmpegError as err:
+        raise PermanentError(f"unreadable: PyAV could not open the clip: {err}") from None
     value = facts.media.get("duration_seconds")
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 86_400:
         return float(value)
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return container.duration / 1_000_000
     raise PermanentError("unreadable: the clip's duration is unknown")

@@ -67,6 +67,23 @@ def test_samples_are_the_exact_frames_at_or_after_each_moment(
     assert sampler.stats.decoded < sampler.stats.packets
 
 
+def test_sparse_moments_in_open_gops_get_correct_pixels(tmp_path: Path) -> None:
+    """x265 makes open GOPs: pictures shown just before a keyframe are decoded after it and
+    need the previous GOP, which sparse sampling did not decode. They are never served."""
+    clip = make_scene(
+        tmp_path / "open.mp4", seconds=6, fps=10, drive=True, codec="libx265", bframes=3, gop=10
+    )
+    truth = all_frames(clip)
+    moments = [0.25, 0.85, 1.95, 2.55, 3.85, 4.95]
+    sampler = FrameSampler(clip, snap_to_keyframes=False)
+    got = list(sampler.sample(moments))
+    assert [s.target for s in got] == moments
+    for s in got:
+        assert s.target - 1e-6 <= s.time < s.target + 1.0
+        assert np.array_equal(s.frame.to_ndarray(format="gray"), truth[round(s.time, 6)])
+    assert sampler.stats.decoded < sampler.stats.packets / 2
+
+
 def test_keyframes_only_when_sampling_no_faster_than_keyframes(drive10: Path) -> None:
     sampler = FrameSampler(drive10, snap_to_keyframes=True)
     got = list(sampler.sample(every_seconds(10, 1)))
@@ -246,3 +263,21 @@ def test_samples_read_ahead_match_samples_read_in_line(drive10: Path) -> None:
     ]
     assert [t for t, _ in plain] == [t for t, _ in ahead]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(plain, ahead, strict=True))
+
+
+def test_a_stream_without_timestamps_serves_nothing_and_says_so(
+    drive10: Path, tmp_path: Path
+) -> None:
+    """A raw H.264 stream has no timestamps at all: no frame can be placed in time, and a
+    frame count is not a time (the stream may have gaps)."""
+    raw = tmp_path / "clip.h264"
+    with av.open(str(drive10)) as src, av.open(str(raw), "w", format="h264") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    sampler = FrameSampler(raw)
+    assert list(sampler.sample(every_seconds(10, 1))) == []
+    assert sampler.stats.untimed == 100 and sampler.stats.streamed_from == 0
+    assert sampler.stats.unserved == 10

@@ -15,6 +15,7 @@ import cv2
 import gpxpy.gpx
 import pytest
 from conftest import Pipeline, chain_settings, write_settings
+from mediagen import scramble_samples
 from scenegen import make_scene
 from test_cli import dashspool, flat
 
@@ -80,6 +81,12 @@ def only(spool: Spool, stage: str) -> tuple[Path, dict[str, Any]]:
     return job
 
 
+def frames(folder: Path) -> list[dict[str, Any]]:
+    """The per-frame records preprocess wrote beside the JPEGs."""
+    records: list[dict[str, Any]] = json.loads((folder / "frames.json").read_text())["frames"]
+    return records
+
+
 # --------------------------------------------------------------------------- routing
 @pytest.mark.parametrize("detector", ["none", "litert"])
 def test_a_static_scene_skips_heavy_with_the_reason(
@@ -120,13 +127,15 @@ def test_only_the_frames_of_a_short_event_are_kept(run: Any, tmp_path: Path) -> 
 
     folder, job = only(p.spool, "heavy")
     facts = job["facts"]["preprocess"]
-    times = [f["time"] for f in facts["frames"]]
+    records = frames(folder)
+    times = [f["time"] for f in records]
     assert len(times) >= 4
     assert all(30.0 <= t <= 36.0 for t in times), times
-    assert all(f["motion"] >= 0.02 for f in facts["frames"])
-    assert facts["frames_moving"] == len(times)
+    assert all(f["motion"] >= 0.02 for f in records)
+    assert facts["frames_moving"] == len(times) == facts["frames_kept"]
+    assert facts["frames_file"] == "frames.json"
     jpegs = sorted(folder.glob("frame-*.jpg"))
-    assert [j.name for j in jpegs] == sorted(f["file"] for f in facts["frames"])
+    assert [j.name for j in jpegs] == sorted(f["file"] for f in records)
     picture = cv2.imread(str(jpegs[1]))
     assert picture.shape == (180, 320, 3), "full-size frames"
     assert "motion in" in facts["reason"]
@@ -147,18 +156,20 @@ def test_frames_per_clip_are_capped_evenly(run: Any, tmp_path: Path) -> None:
     p = run({"2026_0513_170000_000103F.MP4": clip}, max_frames=5)
     folder, job = only(p.spool, "heavy")
     facts = job["facts"]["preprocess"]
-    times = [f["time"] for f in facts["frames"]]
+    times = [f["time"] for f in frames(folder)]
     assert (facts["frames_kept"], facts["frames_capped"]) == (5, 24)
     assert times[0] == 1.0 and times[-1] == 29.0, "spread over the whole clip"
     assert len(list(folder.glob("frame-*.jpg"))) == 5
 
 
-def test_track_files_travel_on_either_way(run: Any, tmp_path: Path) -> None:
-    clip = make_scene(tmp_path / "static.mp4", seconds=10, fps=10)
+@pytest.mark.parametrize("drive", [False, True])
+def test_track_files_travel_on_either_way(run: Any, tmp_path: Path, drive: bool) -> None:
+    clip = make_scene(tmp_path / "clip.mp4", seconds=10, fps=10, drive=drive)
     gpx = gpx_track([(T0 + timedelta(seconds=i), 10.0) for i in range(11)])
     p = run({"2026_0513_160000_000104F.MP4": clip, "2026_0513_160000_000104F.MP4.gpx": gpx})
-    folder, _ = only(p.spool, "archive")
+    folder, _ = only(p.spool, "heavy" if drive else "archive")
     assert (folder / "track.gpx").is_file() and (folder / "track.geojson").is_file()
+    assert (folder / "frames.json").is_file() == drive
 
 
 # --------------------------------------------------------------------------- real footage
@@ -168,7 +179,7 @@ def test_real_highway_footage_goes_to_heavy_with_cars(run: Any, testdata: Path, 
     p = run({name: testdata / "video" / name}, fps=2, detector=litert(testdata))
     folder, job = only(p.spool, "heavy")
     facts = job["facts"]["preprocess"]
-    with_cars = [f for f in facts["frames"] if any(d["label"] == "car" for d in f["detections"])]
+    with_cars = [f for f in frames(folder) if any(d["label"] == "car" for d in f["detections"])]
     assert with_cars, "the litert detector sees the cars"
     assert facts["objects"].get("car", 0) == len(with_cars)
     frame = with_cars[0]
@@ -180,6 +191,51 @@ def test_real_highway_footage_goes_to_heavy_with_cars(run: Any, testdata: Path, 
     assert cv2.imread(str(folder / frame["file"])).shape[:2] == (height, width)
     (video,) = p.coordinator.ledger.videos()
     assert video.frames_kept == facts["frames_kept"] and "car" in json.loads(video.objects)
+
+
+@pytest.mark.testdata
+def test_smaller_jpegs_carry_boxes_in_their_own_pixels(run: Any, testdata: Path) -> None:
+    name = "udacity_test_video.mp4"  # 1280x720
+    p = run(
+        {name: testdata / "video" / name}, fps=2, jpeg_max_side_px=640, detector=litert(testdata)
+    )
+    folder, _ = only(p.spool, "heavy")
+    records = frames(folder)
+    boxes = [d["box"] for f in records for d in f["detections"] if d["label"] == "car"]
+    assert boxes
+    for f in records:
+        assert (f["width"], f["height"]) == (640, 360)
+        assert cv2.imread(str(folder / f["file"])).shape[:2] == (360, 640)
+    for x1, y1, x2, y2 in boxes:
+        assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 360
+    assert any(x2 > 400 for _, _, x2, _ in boxes), "the car on the right stays on the right"
+
+
+def test_a_clip_that_no_longer_decodes_fails_instead_of_skipping_heavy(
+    tmp_path: Path,
+) -> None:
+    """The raw file went bad after ingest (a failing disk): preprocess must not report it as
+    'nothing to look at'."""
+    clip = make_scene(tmp_path / "ok.mp4", seconds=10, fps=10, drive=True)
+    policies = parse(settings(), source=None, base_dir=tmp_path)
+    spool = app.open_spool(policies)
+    spool.ensure_layout(policies.order())
+    name = "2026_0513_160000_000107F.MP4"
+    (tmp_path / "spool" / "inbox" / name).write_bytes(clip.read_bytes())
+    p = Pipeline(spool, policies)
+    p.start()
+    try:
+        assert p.workers[0].loop_once(), "ingest filed the clip"
+        (filed,) = (tmp_path / "raw").rglob(name)
+        broken = scramble_samples(clip, dest=tmp_path / "broken.mp4")
+        filed.unlink()  # the raw file is a hard link: replace it, do not write through it
+        filed.write_bytes(broken.read_bytes())
+        p.drain()
+        assert finished(spool, "heavy") == [] and finished(spool, "archive") == []
+        (error,) = (tmp_path / "spool" / "preprocess" / "failed").glob("*.error.json")
+        assert json.loads(error.read_text())["message"].startswith("unreadable:")
+    finally:
+        p.close()
 
 
 # --------------------------------------------------------------------------- distance
@@ -213,14 +269,15 @@ def test_distance_sampling_takes_no_frames_while_stopped(
         snap_to_keyframes=snap,
     )
 
-    _, job = only(p.spool, "heavy")
+    folder, job = only(p.spool, "heavy")
     facts = job["facts"]["preprocess"]
     assert facts["sampling"]["by"] == "distance"
-    times = [f["time"] for f in facts["frames"]]
+    records = frames(folder)
+    times = [f["time"] for f in records]
     assert times, "frames while driving"
     assert not [t for t in times if 15.5 < t < 30.0], f"no frame while standing: {times}"
     assert facts["frames_sampled"] == pytest.approx(250 / 25 + 1, abs=1)
-    positions = [f["position"] for f in facts["frames"]]
+    positions = [f["position"] for f in records]
     assert all(pos is not None for pos in positions)
     steps = [haversine_m(_LL(**a), _LL(**b)) for a, b in itertools.pairwise(positions)]
     steps = [s for s in steps if s < 60]  # not across the stop
@@ -229,6 +286,18 @@ def test_distance_sampling_takes_no_frames_while_stopped(
         assert sum(steps) / len(steps) == pytest.approx(25, abs=3)
     else:  # the first frame at or after each 25 m (frames are 1 m apart at 10 m/s)
         assert all(24 - 0.1 <= s <= 26 + 0.1 for s in steps), steps
+
+
+def test_a_locked_clip_standing_still_is_sampled_by_time(run: Any, tmp_path: Path) -> None:
+    gpx = gpx_track([(T0 + timedelta(seconds=i), 0.0) for i in range(21)])
+    clip = make_scene(tmp_path / "ro.mp4", seconds=20, fps=10, event=(8.0, 12.0))
+    name = "2026_0513_160000_000106F.MP4"
+    p = run({f"RO/{name}": clip, f"RO/{name}.gpx": gpx}, sample_by="distance", every_m=25)
+    folder, job = only(p.spool, "heavy")
+    facts = job["facts"]["preprocess"]
+    assert facts["sampling"]["by"] == "time" and "locked" in facts["sampling"]["note"]
+    assert facts["frames_sampled"] == 20
+    assert any(8.0 <= f["time"] <= 13.0 for f in frames(folder))
 
 
 class _LL:
@@ -262,14 +331,27 @@ def test_routes_must_be_next_stages(tmp_path: Path) -> None:
         build(tmp_path, settings(skip_stage="trash"))
 
 
-def test_ingest_facts_from_another_machine_are_checked() -> None:
+def test_ingest_facts_from_another_machine_are_checked_part_by_part() -> None:
     problems: list[str] = []
-    facts = _IngestFacts.model_validate(
-        {"gps": {"track": [{"time": "2026-05-13T16:00:00Z", "lat": 91, "lon": 0}, "junk"]}}
-    )
-    assert _track(facts, problems) == []
-    assert len(problems) == 2 and "lat" in problems[0]
-    assert _track(_IngestFacts.model_validate({"gps": {"track": "x"}}), problems) == []
+    track = [
+        {"time": "2026-05-13T16:00:00Z", "lat": 91, "lon": 0},  # impossible
+        "junk",
+        {"time": "2026-05-13T15:00:00Z", "lat": 51.5, "lon": -0.1},  # an hour before the clip
+        *(
+            {"time": f"2026-05-13T16:00:{i:02d}Z", "lat": 51.5 + i * 1e-4, "lon": -0.1}
+            for i in range(10)
+        ),
+        {"time": "2026-05-13T16:00:10Z", "lat": -51.5, "lon": 100.0},  # a jump round the globe
+    ]
+    sidecar = {"filed-by-nas": {"kind": "video", "camera": "front", "gps": {"track": track}}}
+    facts = _IngestFacts.find(sidecar, problems)  # found by kind, whatever the stage's name
+    assert facts.camera == {} and "camera is not an object" in problems[0]
+    fixes = _track(facts, T0, 60.0, problems)
+    assert [f.lat for f in fixes] == pytest.approx([51.5 + i * 1e-4 for i in range(10)])
+    assert any("lat" in p for p in problems) and any("not str" in p for p in problems)
+    assert _track(_IngestFacts(gps={"track": "x"}), T0, 60.0, problems) == []
+    assert _IngestFacts.find({}, problems) == _IngestFacts()
+    assert problems[-1].startswith("no ingest facts")
 
 
 def test_thinning_keeps_the_ends() -> None:

@@ -58,15 +58,20 @@ def length_m(fixes: Sequence[LatLon]) -> float:
 
 
 def position_at(
-    fixes: Sequence[Fix], when: datetime, *, max_gap_seconds: float = 5.0
+    fixes: Sequence[Fix],
+    when: datetime,
+    *,
+    max_gap_seconds: float = 5.0,
+    times: Sequence[datetime] | None = None,
 ) -> Fix | None:
     """The position at ``when``, interpolated between the two fixes around it (linear in
     latitude, longitude, speed and altitude; bearing the short way round). ``None`` when
     ``when`` falls in a gap longer than ``max_gap_seconds`` or further than half that outside
-    the track: a guess is worse than no position. ``fixes`` must be in time order."""
+    the track: a guess is worse than no position. ``fixes`` must be in time order; ``times``
+    (their times) saves rebuilding the index when asking for many moments."""
     if not fixes:
         return None
-    times = [f.time for f in fixes]
+    times = times if times is not None else [f.time for f in fixes]
     i = bisect.bisect_left(times, when)
     edge = timedelta(seconds=max_gap_seconds / 2)
     if i < len(fixes) and times[i] == when:
@@ -91,12 +96,18 @@ def position_at(
 
 
 def times_every(
-    fixes: Sequence[Fix], metres: float, *, stopped_below_kmh: float = 0.0
+    fixes: Sequence[Fix],
+    metres: float,
+    *,
+    stopped_below_kmh: float = 0.0,
+    until: datetime | None = None,
+    limit: int = 1_000_000,
 ) -> list[datetime]:
-    """The moments at which the track has covered 0, ``metres``, 2x``metres``… (the way
+    """The moments at which the track has covered 0, ``metres``, 2x``metres``... (the way
     mapillary_tools samples by distance): interpolated in time between fixes, so a vehicle
-    that stands still yields no moments at all. A step between two fixes that both report a
-    speed below ``stopped_below_kmh`` counts as no distance (GPS wander at a standstill)."""
+    that stands still yields no moments after the first. A step between two fixes that both
+    report a speed below ``stopped_below_kmh`` counts as no distance (GPS wander at a
+    standstill). At most ``limit`` moments, none after ``until``."""
     if metres <= 0:
         raise ValueError(f"distance step must be positive, not {metres!r}")
     if not fixes:
@@ -107,12 +118,14 @@ def times_every(
         step = haversine_m(a, b)
         if _slow(a, stopped_below_kmh) and _slow(b, stopped_below_kmh):
             step = 0.0
-        while step > 0 and covered + step >= goal:
+        if until is not None and a.time > until:
+            break
+        while step > 0 and covered + step >= goal and len(out) < limit:
             k = (goal - covered) / step
             out.append(a.time + (b.time - a.time) * k)
             goal += metres
         covered += step
-    return out
+    return [t for t in out if until is None or t <= until]
 
 
 def _slow(fix: Fix, below_kmh: float) -> bool:
