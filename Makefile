@@ -10,6 +10,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,edge]'
+	# heavy stage on CPU: torch's CPU build first, Ultralytics without its dependencies (they
+	# would pull a CUDA torch), then those dependencies under constraints
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps ultralytics==8.4.190
+	$(BIN)/pip install --quiet -c ci/constraints-cpu.txt torchvision matplotlib pyyaml requests \
+	  psutil ultralytics-thop onnx onnxslim onnxruntime 'rapidocr==3.10.0' 'lap>=0.5.12'
 	touch $@
 
 install: $(STAMP)

@@ -6,6 +6,7 @@ spool paths. Retries, ledger events, timing and routing defaults are the runtime
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 import tempfile
@@ -180,25 +181,46 @@ def copy_stream(src: BinaryIO, dst: BinaryIO) -> None:
 
 
 class Registry:
-    """The table of stage types. A duplicate name fails at import; an unknown one at start."""
+    """The table of stage types. A duplicate name fails at import; an unknown one at start.
 
-    def __init__(self, classes: Iterable[type[Stage]]) -> None:
-        self.types: dict[str, type[Stage]] = {}
-        for cls in classes:
-            if cls.type_name in self.types:
-                raise RuntimeError(f"stage type {cls.type_name!r} registered twice")
-            self.types[cls.type_name] = cls
+    An entry is a Stage class, or ``(type name, "module:Class")``: such a stage's module (and
+    whatever it imports: PyAV, OpenCV, a model runtime) is imported only when a pipeline uses
+    it, so a device that copies or ingests starts without loading the others' libraries.
+    """
+
+    def __init__(self, entries: Iterable[type[Stage] | tuple[str, str]]) -> None:
+        self._entries: dict[str, type[Stage] | str] = {}
+        for entry in entries:
+            name, target = (entry.type_name, entry) if isinstance(entry, type) else entry
+            if name in self._entries:
+                raise RuntimeError(f"stage type {name!r} registered twice")
+            self._entries[name] = target
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, type_name: str) -> type[Stage] | None:
+        target = self._entries.get(type_name)
+        if target is None or isinstance(target, type):
+            return target
+        module, _, attr = target.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        if not (isinstance(cls, type) and issubclass(cls, Stage)) or cls.type_name != type_name:
+            raise RuntimeError(f"{target} is not the stage type {type_name!r}")
+        self._entries[type_name] = cls
+        return cls
 
     def build(self, policies: Policies) -> dict[str, Stage]:
         """One configured stage instance per ``[stages.NAME]``, settings validated."""
         out: dict[str, Stage] = {}
         for name, table in policies.stages.items():
             type_name = table.type or name
-            cls = self.types.get(type_name)
+            cls = self.get(type_name)
             if cls is None:
                 raise ConfigError(
                     f"{policies.label}: stages.{name}.type: unknown stage type {type_name!r} "
-                    f"(known: {', '.join(sorted(self.types))})"
+                    f"(known: {', '.join(self.types)})"
                 )
             try:
                 settings = cls.Settings.model_validate(table.options)

@@ -45,6 +45,8 @@ __all__ = [
     "EdgeTPUSettings",
     "LiteRTSettings",
     "NoneSettings",
+    "OnnxSettings",
+    "UltralyticsSettings",
     "build_detector",
 ]
 
@@ -77,6 +79,10 @@ class Detector(ABC):
     def detect(self, rgb: NDArray[Any]) -> list[Detection]:
         """Objects of the configured classes in an HxWx3 uint8 RGB image of any size, after
         non-maximum suppression, best first. Boxes are in the pixels of ``rgb``."""
+
+    def detect_batch(self, images: Sequence[NDArray[Any]]) -> list[list[Detection]]:
+        """:meth:`detect` for each image; backends that run batches override it."""
+        return [self.detect(image) for image in images]
 
     @abstractmethod
     def describe(self) -> str:
@@ -112,10 +118,12 @@ class BackendSettings(BaseModel):
 from stages.detectors.edgetpu import EdgeTPUSettings  # noqa: E402
 from stages.detectors.litert import LiteRTSettings  # noqa: E402
 from stages.detectors.none import NoneSettings  # noqa: E402
+from stages.detectors.onnx import OnnxSettings  # noqa: E402
+from stages.detectors.ultralytics_yolo import UltralyticsSettings  # noqa: E402
 
 # The registry: one settings model per backend, told apart by its `type`.
 DetectorSettings = Annotated[
-    NoneSettings | LiteRTSettings | EdgeTPUSettings,
+    NoneSettings | LiteRTSettings | EdgeTPUSettings | OnnxSettings | UltralyticsSettings,
     Field(discriminator="type"),
 ]
 
