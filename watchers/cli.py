@@ -42,7 +42,8 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 ledger_cli = typer.Typer(
-    help="Query the ledger (videos, one video's history, trips, failures, events).",
+    help="Query the ledger (videos, one video's history, trips, plates, detections, places, "
+    "failures, events).",
     no_args_is_help=True,
 )
 cli.add_typer(ledger_cli, name="ledger")
@@ -436,6 +437,116 @@ def ledger_trip(
         *_fields("source_name", "channel", "start_utc", "recorded_at", "state", "gps_points"),
     ]
     _show(_rows(clips), columns, as_json=False)
+
+
+def _place(r: dict[str, Any]) -> str:
+    return "-" if r["lat"] is None else f"{r['lat']:.5f},{r['lon']:.5f}"
+
+
+@ledger_cli.command("plates")
+def ledger_plates(
+    text: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="TEXT", help="Plate text or its start; case, spaces and dashes are ignored."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Where and when a plate was seen: plates read by heavy, newest first."""
+    from watchers.labels import plate_key
+
+    if text is not None and not plate_key(text):
+        raise typer.BadParameter(f"{text!r} has no letter or digit", param_hint="TEXT")
+    columns: list[Column] = [
+        *_fields("text", "utc"),
+        ("clip", lambda r: r["source_name"]),
+        *_fields("recorded_at"),
+        ("at", lambda r: f"{r['time_s']:.1f}s"),
+        ("confidence", lambda r: f"{r['confidence']:.2f}"),
+        *_fields("reads", "trip_id"),
+        ("where", _place),
+    ]
+    _show(_rows(_ledger().plates(text, limit)), columns, as_json=as_json)
+
+
+@ledger_cli.command("detections")
+def ledger_detections(
+    label: Annotated[
+        str | None, typer.Option("--label", help="Only this class (car, truck, person...).")
+    ] = None,
+    trip: Annotated[
+        str | None, typer.Option("--trip", help="Only this trip (id or unique prefix).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="First seen at or after: ISO time or age.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="First seen before: ISO time or age.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Objects tracked by heavy, newest first (in time order with --trip)."""
+    rows = _ledger().detections(
+        label=label,
+        trip=trip,
+        since=_parse_since(since) if since else None,
+        until=_parse_since(until) if until else None,
+        limit=limit,
+    )
+    columns: list[Column] = [
+        *_fields("label", "first_utc"),
+        ("clip", lambda r: r["source_name"]),
+        *_fields("recorded_at"),
+        ("at", lambda r: f"{r['first_s']:.1f}-{r['last_s']:.1f}s"),
+        ("score", lambda r: f"{r['score']:.2f}"),
+        *_fields("frames", "trip_id"),
+        ("where", _place),
+    ]
+    _show(_rows(rows), columns, as_json=as_json)
+
+
+def _parse_near(value: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(v) for v in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r}: use LAT,LON in decimal degrees, such as 51.5007,-0.1246",
+            param_hint="--near",
+        ) from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):  # also false for nan
+        raise typer.BadParameter(
+            f"{value!r}: latitude must be within ±90 and longitude within ±180",
+            param_hint="--near",
+        )
+    return lat, lon
+
+
+@ledger_cli.command("search")
+def ledger_search(
+    near: Annotated[
+        str, typer.Option("--near", help="LAT,LON in decimal degrees (51.5007,-0.1246).")
+    ],
+    radius_m: Annotated[
+        float, typer.Option("--radius-m", min=1.0, help="Search radius in metres.")
+    ] = 200.0,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """What was seen near a place: detections and plates within a radius, nearest first."""
+    lat, lon = _parse_near(near)
+    columns: list[Column] = [
+        ("metres", lambda r: f"{r['distance_m']:.0f}"),
+        *_fields("kind", "what", "utc"),
+        ("clip", lambda r: r["source_name"]),
+        *_fields("recorded_at"),
+        ("at", lambda r: f"{r['time_s']:.1f}s"),
+        *_fields("trip_id"),
+        ("where", _place),
+    ]
+    _show(_rows(_ledger().near(lat, lon, radius_m, limit)), columns, as_json=as_json)
 
 
 @ledger_cli.command("failures")

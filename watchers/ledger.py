@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy import text as sql
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from watchers import catalog
+from watchers import catalog, labels
 from watchers.errors import ConfigError, NotFound
 from watchers.sidecar import Event, EventKind
 
@@ -167,6 +167,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     catalog.MIGRATION,
     catalog.SCREENING_MIGRATION,
+    labels.LABELS_MIGRATION,
 ]
 
 
@@ -406,6 +407,34 @@ class Ledger:
             ).all()
             return trip, list(clips), catalog.trip_points(s, trip.trip_id)
 
+    # labels (watchers/labels.py): what heavy found
+    def plates(self, text: str | None = None, limit: int = 100) -> list[labels.PlateHit]:
+        """Plates starting with ``text`` (case, spaces and dashes ignored), newest first."""
+        with self.reading() as s:
+            return labels.find_plates(s, text, limit)
+
+    def detections(
+        self,
+        *,
+        label: str | None = None,
+        trip: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[labels.DetectionHit]:
+        """Detections of a class, on a trip (id or unique prefix), first seen in [since, until)."""
+        with self.reading() as s:
+            return labels.find_detections(
+                s, label=label, trip=trip, since=since, until=until, limit=limit
+            )
+
+    def near(
+        self, lat: float, lon: float, radius_m: float = 200.0, limit: int = 100
+    ) -> list[labels.NearHit]:
+        """Detections and plates within ``radius_m`` metres of a place, nearest first."""
+        with self.reading() as s:
+            return labels.find_near(s, lat, lon, radius_m, limit)
+
     def counts(self) -> dict[str, int]:
         with self.reading() as s:
             rows = s.execute(sql("SELECT state, count(*) FROM videos GROUP BY state")).all()
@@ -546,7 +575,8 @@ def _set_aside(state: VideoState) -> Handler:
 
 def _identify(s: Session, ev: Event, video: Video, at: str) -> Video:
     """A completion: re-key the video from its provisional drop id to the content id (ingest),
-    then record the stage's facts (catalog: ingest's clip facts, preprocess's screening)."""
+    then record the stage's facts (catalog: ingest's clip facts, preprocess's screening;
+    labels: heavy's detections and plates)."""
     new_id = ev.data.get("new_video_id")
     if isinstance(new_id, str) and new_id != video.video_id and VIDEO_ID_RE.match(new_id):
         video = _rekey(s, video, new_id)
@@ -564,6 +594,9 @@ def _identify(s: Session, ev: Event, video: Video, at: str) -> Video:
     screening = catalog.parse_screening(ev.data.get("facts"))
     if screening is not None:
         catalog.apply_screening(video, screening)
+    found = labels.parse_labels(ev.data.get("facts"))
+    if found is not None:
+        labels.apply_labels(s, video, found)
     return video
 
 
