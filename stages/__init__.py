@@ -11,5 +11,6 @@ REGISTRY = Registry(
         ("copy", "stages.copy:CopyStage"),
         ("ingest", "stages.ingest:IngestStage"),
         ("preprocess", "stages.preprocess:PreprocessStage"),
+        ("heavy", "stages.heavy:HeavyStage"),
     ]
 )

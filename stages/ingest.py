@@ -61,7 +61,7 @@ class IngestStage(Stage):
         s = self._settings
         try:
             self.zone = zoneinfo.ZoneInfo(s.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "Europe": a folder
             raise ConfigError(
                 f"{policies.label}: stages.{self.name}.timezone: unknown time zone "
                 f"{s.timezone!r} (use an IANA name such as 'Europe/London')"

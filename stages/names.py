@@ -122,7 +122,7 @@ def local_to_utc(local: datetime, tz: str) -> datetime:
         raise ValueError(f"expected a naive camera-local time, got one with a zone: {local}")
     try:
         zone = ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a folder of zones
         raise ValueError(
             f"unknown time zone {tz!r}: use an IANA name such as 'Europe/London'"
         ) from None

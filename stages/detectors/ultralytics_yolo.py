@@ -136,8 +136,8 @@ class UltralyticsDetector(Detector):
                 max_det=s.max_detections,
                 classes=self._classes,
                 device=s.device,
-                half=s.half,
                 verbose=False,
+                **({"half": True} if s.half else {}),  # the default needs no flag (8.4 warns)
             )
             for r in results:
                 boxes = r.boxes.cpu().numpy()
