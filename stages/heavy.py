@@ -69,6 +69,7 @@ class HeavySettings(BaseModel):
     plates: plate_tools.PlateFinderSettings = plate_tools.PlateFinderSettings()
     plate_classes: tuple[str, ...] = VEHICLES
     plate_reads_per_track: int = Field(6, ge=0, le=100)
+    plate_settled_reads: int = Field(2, ge=1, le=100)
     plate_min_vehicle_px: int = Field(80, ge=16)
     ocr: OcrSettings = RapidOcrSettings()
     overlay: OverlaySettings = OverlaySettings()
@@ -269,6 +270,7 @@ class HeavyStage(Stage):
                 if (
                     d.label in s.plate_classes
                     and len(x.reads) < s.plate_reads_per_track
+                    and not _settled(x.reads, s.plate_settled_reads)
                     and width >= s.plate_min_vehicle_px
                 ):
                     self._read_plate(rgb, d, t, x)
@@ -330,6 +332,13 @@ class HeavyStage(Stage):
             "track.gpx", gpstrack.to_gpx(fixes, name=f"{ctx.job.source_name} (overlay)").encode()
         )
         return fixes, "overlay"
+
+
+def _settled(reads: list[plate_tools.PlateRead], agreeing: int) -> bool:
+    """Whether ``agreeing`` readings of a track already give the same text with a digit: more
+    reads would only cost time (the cascade and OCR are most of this stage's work)."""
+    texts = [r.text for r in reads if any(c.isdigit() for c in r.text)]
+    return any(texts.count(t) >= agreeing for t in set(texts))
 
 
 def _window(

@@ -137,3 +137,16 @@ def test_the_commented_heavy_example_in_policies_toml_is_valid() -> None:
     assert table.pop("type") == "heavy" and table.pop("next") == ["archive"]
     settings = HeavySettings.model_validate(table)
     assert settings.detector.type == "ultralytics" and settings.ocr.type == "rapidocr"
+
+
+def test_a_track_stops_being_read_once_readings_agree() -> None:
+    from stages.heavy import _settled
+    from stages.plates import PlateRead
+
+    def r(text: str) -> PlateRead:
+        return PlateRead(text=text, raw_text=text, confidence=0.9)
+
+    assert not _settled([r("AB123"), r("AB128")], 2)
+    assert _settled([r("AB123"), r("AB128"), r("AB123")], 2)
+    assert not _settled([r("PEUGEOT"), r("PEUGEOT")], 2), "a badge never settles a track"
+    assert _settled([r("AB123")], 1)

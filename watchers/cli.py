@@ -47,6 +47,11 @@ ledger_cli = typer.Typer(
     no_args_is_help=True,
 )
 cli.add_typer(ledger_cli, name="ledger")
+models_cli = typer.Typer(
+    help="Model files for the detectors (fetch them on a machine with internet).",
+    no_args_is_help=True,
+)
+cli.add_typer(models_cli, name="models")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one error, one journal line
 log = logging.getLogger("watchers.cli")
@@ -585,6 +590,39 @@ def ledger_events(
     """Progress events since a time, oldest first."""
     rows = _event_rows(_ledger().events_since(_parse_since(since), limit))
     _show(rows, _fields("at", "kind", "device", "stage", "job"), as_json=as_json)
+
+
+@models_cli.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Option("--name", help="Ultralytics model name.")] = "yolov8n",
+    folder: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where to put them (default: models/ beside policies.toml)."),
+    ] = None,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option("--format", help="pt (always) and/or onnx (exported from the .pt)."),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="A mirror folder (http/https) to fetch from.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch YOLO weights (and export ONNX), on a machine with internet; then copy the folder
+    to the devices and point [stages.*.detector] model at it."""
+    from stages.models import FetchError, fetch
+
+    target = folder or state.policies.path("models")
+    try:
+        made = fetch(name, target, base_url=base_url, formats=tuple(formats or ["pt"]))
+    except FetchError as e:
+        err.print(f"dashspool: {e}", markup=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    if as_json:
+        _print_json({"files": [str(m) for m in made]})
+        return
+    for m in made:
+        out.print(str(m), markup=False)
 
 
 @cli.command()

@@ -49,8 +49,9 @@ class OnnxSettings(YoloSettings):
         if not path.is_file():
             raise ConfigError(
                 f"{where}.model: no model file at {path} (relative paths are resolved against "
-                f"the folder of the policies file); export one with `yolo export "
-                f"model=yolov8n.pt format=onnx` on a machine with Ultralytics and copy it there."
+                f"the folder of the policies file); on a machine with internet, `dashspool models "
+                f"fetch --format onnx` makes one (or `yolo export model=yolov8n.pt format=onnx`): "
+                f"copy it there."
             )
         import_yolo(where)
         try:

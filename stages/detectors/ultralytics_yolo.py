@@ -58,8 +58,8 @@ class UltralyticsSettings(YoloSettings):
         if not random_weights and not path.is_file():
             raise ConfigError(
                 f"{where}.model: no weights file at {path}; on a machine with internet, "
-                f"`python -c \"from ultralytics import YOLO; YOLO('{path.name}')\"` downloads "
-                f"it into the current folder: copy it there."
+                f"`dashspool models fetch --name {path.stem}` downloads it into models/: copy "
+                f"it there."
             )
         offline_environment()
         try:
