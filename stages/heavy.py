@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from stages import clip
 from stages import plates as plate_tools
 from stages.detectors import Detection, Detector, DetectorSettings, build_detector
 from stages.detectors.litert import LiteRTSettings
@@ -122,10 +123,10 @@ class HeavyStage(Stage):
             raise PermanentError("heavy needs the clip: the job has no refs.video")
         video = ctx.resolve_ref("video")
         problems: list[str] = []
-        ingest = _ingest_facts(job.facts)
-        start = _utc((ingest.get("time") or {}).get("utc_start"))
+        ingest = clip.IngestFacts.find(job.facts, problems)
+        start = clip.utc(ingest.time.get("utc_start"))
         kept = self._kept_times(ctx, problems)
-        duration = _duration(video)
+        duration = clip.duration(video, ingest)
         moments = _window(kept, duration, s.window_seconds, s.window_fps, s.max_frames)
 
         tracker = Tracker(s.tracker)
@@ -288,7 +289,7 @@ class HeavyStage(Stage):
 
     def _gps(
         self,
-        ingest: dict[str, Any],
+        ingest: clip.IngestFacts,
         video: Path,
         start: datetime | None,
         duration: float,
@@ -296,21 +297,15 @@ class HeavyStage(Stage):
         ctx: Context,
     ) -> tuple[list[Fix], str | None]:
         """The best track: ingest's (embedded or GPX), else one read from the overlay."""
-        gps = ingest.get("gps") or {}
-        fixes = []
-        for point in (gps.get("track") or [])[:100_000] if isinstance(gps, dict) else []:
-            try:
-                fixes.append(Fix.from_json(point))
-            except ValueError:
-                continue
+        fixes = clip.track(ingest, start, duration, problems)
         if fixes:
-            fixes.sort(key=lambda f: f.time)
-            return fixes, gps.get("source") if isinstance(gps.get("source"), str) else "ingest"
+            source = ingest.gps.get("source")
+            return fixes, source if isinstance(source, str) else "ingest"
         s = self._settings
         if not s.overlay.enabled:
             return [], None
-        local = _local((ingest.get("time") or {}).get("local"))
-        zone = (ingest.get("time") or {}).get("timezone") or "UTC"
+        local = clip.local(ingest.time.get("local"))
+        zone = ingest.time.get("timezone") or "UTC"
         sampler = FrameSampler(video)
         frames = (
             (sample.time, sample.frame.to_ndarray(format="bgr24"))
@@ -390,45 +385,5 @@ def _write_jpeg(ctx: Context, name: str, bgr: NDArray[np.uint8], quality: int) -
         ctx.write_output(name, data.tobytes())
 
 
-def _ingest_facts(facts: dict[str, Any]) -> dict[str, Any]:
-    found = [f for f in facts.values() if isinstance(f, dict) and f.get("kind") == "video"]
-    return found[-1] if found else {}
-
-
-def _utc(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
-
-
-def _local(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value).replace(tzinfo=None)
-    except ValueError:
-        return None
-
-
 def _iso(when: datetime) -> str:
     return when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _duration(video: Path) -> float:
-    import av
-    import av.error
-
-    try:
-        with av.open(str(video)) as container:
-            stream = container.streams.video[0]
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            if container.duration is not None:
-                return container.duration / 1_000_000
-    except (av.error.FFmpegError, IndexError) as err:
-        raise PermanentError(f"unreadable: PyAV could not open the clip: {err}") from None
-    raise PermanentError("unreadable: the clip's duration is unknown")

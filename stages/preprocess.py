@@ -29,8 +29,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import av
@@ -38,6 +37,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stages import clip
 from stages.detectors import Detection, Detector, DetectorSettings, NoneSettings, build_detector
 from stages.frames import FrameSampler, Sample, every_seconds, read_ahead
 from stages.gps import Fix
@@ -54,8 +54,6 @@ COCO_ROAD = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
 CARRIED = ("track.gpx", "track.geojson")  # ingest's outputs, handed on whichever way we route
 FRAMES_FILE = "frames.json"  # the per-frame records, beside the JPEGs
 MAX_FPS = 60  # sampling rate limit, and so the most moments a second of clip can give
-MAX_TRACK_POINTS = 100_000  # read from the sidecar at most (18 Hz for 90 minutes)
-TRACK_MARGIN_SECONDS = 10  # fixes this far outside the clip still help interpolate
 
 
 class PreprocessSettings(BaseModel):
@@ -86,33 +84,6 @@ class PreprocessSettings(BaseModel):
         if 0 < v < 64:
             raise ValueError("must be 0 (full size) or at least 64")
         return v
-
-
-@dataclass
-class _IngestFacts:
-    """What preprocess reads of ingest's facts. They come from another machine: each part is
-    taken only when it has the right shape, and a line in ``problems`` says what was not."""
-
-    camera: dict[str, Any] = field(default_factory=dict)
-    media: dict[str, Any] = field(default_factory=dict)
-    time: dict[str, Any] = field(default_factory=dict)
-    gps: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def find(cls, facts: dict[str, Any], problems: list[str]) -> _IngestFacts:
-        """The facts of the stage that filed the clip (``kind: video``), whatever its name."""
-        found = [f for f in facts.values() if isinstance(f, dict) and f.get("kind") == "video"]
-        if not found:
-            problems.append("no ingest facts in the sidecar: no GPS, camera or duration")
-            return cls()
-        out = cls()
-        for part in ("camera", "media", "time", "gps"):
-            value = found[-1].get(part)
-            if isinstance(value, dict):
-                setattr(out, part, value)
-            elif value is not None:
-                problems.append(f"ingest facts: {part} is not an object: ignored")
-        return out
 
 
 @dataclass
@@ -159,11 +130,11 @@ class PreprocessStage(Stage):
             raise PermanentError("preprocess needs the clip: the job has no refs.video")
         video = ctx.resolve_ref("video")
         problems: list[str] = []
-        facts = _IngestFacts.find(job.facts, problems)
+        facts = clip.IngestFacts.find(job.facts, problems)
         locked = facts.camera.get("locked") is True or facts.camera.get("mode") == "event"
-        start = _utc(facts.time.get("utc_start"))
-        duration = _duration(video, facts)
-        track = _track(facts, start, duration, problems)
+        start = clip.utc(facts.time.get("utc_start"))
+        duration = clip.duration(video, facts)
+        track = clip.track(facts, start, duration, problems)
         moments, sampling = self._moments(duration, track, start, facts, locked)
 
         sampler = FrameSampler(
@@ -262,7 +233,7 @@ class PreprocessStage(Stage):
         duration: float,
         track: list[Fix],
         start: datetime | None,
-        facts: _IngestFacts,
+        facts: clip.IngestFacts,
         locked: bool,
     ) -> tuple[list[float], dict[str, Any]]:
         s = self._settings
@@ -414,58 +385,3 @@ def _gray(frame: av.VideoFrame, width: int) -> np.ndarray[Any, np.dtype[np.uint8
     height = max(2, round(frame.height * width / frame.width))
     small = frame.reformat(width=width, height=height, format="gray", interpolation="AREA")
     return np.ascontiguousarray(small.to_ndarray())
-
-
-def _track(
-    facts: _IngestFacts, start: datetime | None, duration: float, problems: list[str]
-) -> list[Fix]:
-    """The clip's fixes from ingest's facts: valid points only, in time order, cleaned of
-    jumps, and only those in the clip's time span (with a margin for interpolation)."""
-    raw = facts.gps.get("track") or []
-    if not isinstance(raw, list):
-        problems.append("ingest gps.track is not a list: ignored")
-        return []
-    fixes = []
-    for i, point in enumerate(raw[:MAX_TRACK_POINTS]):
-        try:
-            fixes.append(Fix.from_json(point))
-        except ValueError as err:
-            problems.append(f"gps point {i}: {err}")
-    fixes.sort(key=lambda f: f.time)
-    if start is not None:
-        margin = timedelta(seconds=TRACK_MARGIN_SECONDS)
-        lo, hi = start - margin, start + timedelta(seconds=duration) + margin
-        fixes = [f for f in fixes if lo <= f.time <= hi]
-    cleaned, dropped = gpstrack.clean(fixes)
-    problems.extend(dropped[:5])
-    return list(cleaned)
-
-
-def _utc(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
-
-
-def _duration(video: Path, facts: _IngestFacts) -> float:
-    """The clip's length from its own header (ingest's figure crossed a machine boundary and
-    is used only when the header has none)."""
-    try:
-        with av.open(str(video)) as container:
-            if not container.streams.video:
-                raise PermanentError("not a video: the clip has no video stream")
-            stream = container.streams.video[0]
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            if container.duration is not None:
-                return container.duration / 1_000_000
-    except av.error.FFmpegError as err:
-        raise PermanentError(f"unreadable: PyAV could not open the clip: {err}") from None
-    value = facts.media.get("duration_seconds")
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 86_400:
-        return float(value)
-    raise PermanentError("unreadable: the clip's duration is unknown")

@@ -19,8 +19,9 @@ from mediagen import scramble_samples
 from scenegen import make_scene
 from test_cli import dashspool, flat
 
+from stages import clip as clipfacts
 from stages.gps.track import haversine_m
-from stages.preprocess import _IngestFacts, _thin, _track
+from stages.preprocess import _thin
 from watchers import app
 from watchers.config import parse
 from watchers.errors import ConfigError
@@ -344,13 +345,15 @@ def test_ingest_facts_from_another_machine_are_checked_part_by_part() -> None:
         {"time": "2026-05-13T16:00:10Z", "lat": -51.5, "lon": 100.0},  # a jump round the globe
     ]
     sidecar = {"filed-by-nas": {"kind": "video", "camera": "front", "gps": {"track": track}}}
-    facts = _IngestFacts.find(sidecar, problems)  # found by kind, whatever the stage's name
+    facts = clipfacts.IngestFacts.find(
+        sidecar, problems
+    )  # found by kind, whatever the stage's name
     assert facts.camera == {} and "camera is not an object" in problems[0]
-    fixes = _track(facts, T0, 60.0, problems)
+    fixes = clipfacts.track(facts, T0, 60.0, problems)
     assert [f.lat for f in fixes] == pytest.approx([51.5 + i * 1e-4 for i in range(10)])
     assert any("lat" in p for p in problems) and any("not str" in p for p in problems)
-    assert _track(_IngestFacts(gps={"track": "x"}), T0, 60.0, problems) == []
-    assert _IngestFacts.find({}, problems) == _IngestFacts()
+    assert clipfacts.track(clipfacts.IngestFacts(gps={"track": "x"}), T0, 60.0, problems) == []
+    assert clipfacts.IngestFacts.find({}, problems) == clipfacts.IngestFacts()
     assert problems[-1].startswith("no ingest facts")
 
 

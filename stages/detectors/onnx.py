@@ -220,18 +220,12 @@ class OnnxDetector(Detector):
 
 
 def _names(text: str | None) -> list[str] | None:
-    """Ultralytics writes ``names`` as a Python dict literal: ``{0: 'person', ...}``."""
+    """Ultralytics writes ``names`` into the ONNX metadata as a Python dict literal."""
     if not text:
         return None
+    from stages.detectors.yolo import names_list
+
     try:
-        value = ast.literal_eval(text)
+        return names_list(ast.literal_eval(text))
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return None
-    if isinstance(value, dict):
-        try:
-            by_id = {int(k): str(v) for k, v in value.items()}
-        except (TypeError, ValueError):
-            return None
-        if sorted(by_id) == list(range(len(by_id))):
-            return [by_id[i] for i in range(len(by_id))]
-    return None

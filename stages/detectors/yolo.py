@@ -233,7 +233,12 @@ def class_names(path: Path) -> list[str] | None:
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         log.warning("%s: unreadable %s in the model; ignoring it", path, member)
         return None
-    names = meta.get("names") if isinstance(meta, dict) else None
+    return names_list(meta.get("names") if isinstance(meta, dict) else None)
+
+
+def names_list(names: Any) -> list[str] | None:
+    """Ultralytics' ``names`` (``{0: 'person', ...}`` or a list) as a list, or None when it is
+    not a complete, numbered set of strings."""
     if isinstance(names, dict):
         try:
             by_id = {int(k): str(v) for k, v in names.items()}
