@@ -52,3 +52,8 @@ def write_docs(path: Path, heading: str, section: str, begin: str, end: str) -> 
         text = text.rstrip("\n") + f"\n\n## {heading}\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def met(ok: bool) -> str:
+    """A target table's verdict cell."""
+    return "met" if ok else "**not met**"

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from common import machine, parse_common, write_docs
+from common import machine, met, parse_common, write_docs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the photo video and the NMS fallback (dev extra)
@@ -635,7 +635,7 @@ def section(report: dict[str, Any]) -> str:
         weights = " (random weights)" if name == "onnx" else ""
         lines.append(
             f"| heavy stage against the bare inference loop, {name}{weights} | "
-            f"{_pct(s['overhead'])} | <= +15 % | {_met(s['overhead'] <= 0.15)} |"
+            f"{_pct(s['overhead'])} | <= +15 % | {met(s['overhead'] <= 0.15)} |"
         )
     lines.append(END)
     return "\n".join(lines)
@@ -647,10 +647,6 @@ def _pct(x: float) -> str:
 
 def _threads(n: int | None) -> str:
     return "? threads" if n is None else f"{n} thread" + ("s" if n != 1 else "")
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "**not met**"
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine, parse_common, write_docs
+from common import machine, met, parse_common, write_docs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the scene generator (dev extra)
@@ -298,19 +298,15 @@ def section(report: dict[str, Any], big: str) -> str:
             r = c["litert_2fps"]["realtime"]
             rows.append(("detector litert, 2 fps", f"{r}x realtime", ">= 5x", r >= 5))
         for what, got, goal, ok in rows:
-            lines.append(f"| {what} | {c['name']} | {got} | {goal} | {_met(ok)} |")
+            lines.append(f"| {what} | {c['name']} | {got} | {goal} | {met(ok)} |")
     if report["peak_rss"]:
         mib = report["peak_rss"] / 2**20
         lines.append(
             f"| peak RSS, litert 2 fps job in a fresh process (largest of {report['rounds']}) "
-            f"| {big} | {mib:.0f} MiB | < 1024 MiB | {_met(mib < 1024)} |"
+            f"| {big} | {mib:.0f} MiB | < 1024 MiB | {met(mib < 1024)} |"
         )
     lines.append(END)
     return "\n".join(lines)
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "**not met**"
 
 
 if __name__ == "__main__":

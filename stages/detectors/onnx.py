@@ -190,7 +190,7 @@ class OnnxDetector(Detector):
     def _found(self, raw: NDArray[np.float32], box: Any) -> list[Detection]:
         import numpy as np
 
-        from stages.detectors.yolo import decode
+        from stages.detectors.yolo import decode, detections
 
         pred = raw if self._rows is None else raw[self._rows]
         pred = pred.astype(np.float32, copy=True)
@@ -207,16 +207,7 @@ class OnnxDetector(Detector):
             max_detections=s.max_detections,
             class_ids=self._class_ids,
         )
-        found = []
-        for (x1, y1, x2, y2), score, class_id in zip(
-            np.rint(box.to_source(boxes)).astype(int).tolist(),
-            scores.tolist(),
-            classes.tolist(),
-            strict=True,
-        ):
-            if x2 > x1 and y2 > y1:
-                found.append(Detection(self.names[class_id], class_id, score, (x1, y1, x2, y2)))
-        return found
+        return detections(boxes, scores, classes, box, self.names)
 
 
 def _names(text: str | None) -> list[str] | None:

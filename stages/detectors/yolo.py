@@ -211,6 +211,26 @@ def decode(
     return boxes, scores[idx], classes[idx].astype(np.intp)
 
 
+def detections(
+    boxes: NDArray[np.float32],
+    scores: NDArray[np.float32],
+    classes: NDArray[np.intp],
+    box: Letterbox,
+    names: Sequence[str],
+) -> list[Detection]:
+    """:func:`decode`'s output as :class:`Detection` objects in the source image's pixels."""
+    found = []
+    for (x1, y1, x2, y2), score, class_id in zip(
+        np.rint(box.to_source(boxes)).astype(int).tolist(),
+        scores.tolist(),
+        classes.tolist(),
+        strict=True,
+    ):
+        if x2 > x1 and y2 > y1:  # a box wholly in the padding vanishes when clipped
+            found.append(Detection(names[class_id], class_id, score, (x1, y1, x2, y2)))
+    return found
+
+
 def _empty() -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.intp]]:
     return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.intp)
 
@@ -399,16 +419,7 @@ class YoloModel:
             max_detections=self.max_detections,
             class_ids=self._class_ids,
         )
-        found = []
-        for (x1, y1, x2, y2), score, class_id in zip(
-            np.rint(box.to_source(boxes)).astype(int).tolist(),
-            scores.tolist(),
-            classes.tolist(),
-            strict=True,
-        ):
-            if x2 > x1 and y2 > y1:  # a box wholly in the padding vanishes when clipped
-                found.append(Detection(self.names[class_id], class_id, score, (x1, y1, x2, y2)))
-        return found
+        return detections(boxes, scores, classes, box, self.names)
 
     def close(self) -> None:
         self._interpreter = None
