@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/spool.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/preprocess.py
+	$(BIN)/python bench/heavy.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -111,6 +111,11 @@ class HeavyStage(Stage):
             "%s: detector %s; OCR %s", self.name, self.detector.describe(), self.ocr.describe()
         )
 
+    def teardown(self) -> None:
+        for part in (getattr(self, "detector", None), getattr(self, "ocr", None)):
+            if part is not None:
+                part.close()
+
     @property
     def _settings(self) -> HeavySettings:
         assert isinstance(self.settings, HeavySettings)

@@ -118,6 +118,11 @@ class PreprocessStage(Stage):
         )
         log.info("%s: detector %s", self.name, self.detector.describe())
 
+    def teardown(self) -> None:
+        detector = getattr(self, "detector", None)
+        if detector is not None:
+            detector.close()
+
     @property
     def _settings(self) -> PreprocessSettings:
         assert isinstance(self.settings, PreprocessSettings)

@@ -90,6 +90,29 @@ def test_until_idle_and_max_jobs(spool: Spool, policies: Policies) -> None:
     assert len(listing(spool, "c/done")) == 5
 
 
+def test_stages_are_torn_down_once_when_the_runner_stops(
+    spool: Spool, policies: Policies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Models loaded in setup are released when the watcher stops, even when a teardown fails."""
+    drop(spool, "clip.MP4")
+    workers = app.build_workers(spool, policies, policies.order(), "dev1")
+    torn: list[str] = []
+
+    def teardown(name: str) -> Callable[[], None]:
+        def run() -> None:
+            torn.append(name)
+            if name == "a":
+                raise OSError("model session already gone")
+
+        return run
+
+    for w in workers:
+        monkeypatch.setattr(w.stage, "teardown", teardown(w.name))
+    assert Runner(spool, policies, "dev1", workers, until_idle=True).run() == 0
+    assert sorted(torn) == ["a", "b", "c"]
+    assert len(listing(spool, "c/done")) == 1
+
+
 def slow_job(tmp_path: Path, delay_seconds: float) -> Path:
     """Settings for a two-stage chain whose first stage takes a while, and one drop."""
     settings = chain_settings(("a", "b"))

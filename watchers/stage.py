@@ -45,6 +45,10 @@ class Stage(ABC):
         """Load models and check files before any job is claimed; raise ConfigError to refuse
         to start (a missing model must never surface as a failure in the middle of a job)."""
 
+    def teardown(self) -> None:  # noqa: B027 - optional hook
+        """Release what :meth:`setup` loaded (model sessions, OCR engines) when the watcher
+        stops. Called once, after the last job; must not raise."""
+
     def drop_priority(self, path: str) -> int:
         """At the entry stage: the order of drops found in one scan (higher first), from their
         path alone (ingest puts locked and event clips first)."""

@@ -253,5 +253,10 @@ class Runner:
                 self._observer.join(timeout=5)
             if self.coordinator is not None:
                 self.coordinator.stop_scheduler()
+            for w in self.workers:
+                try:
+                    w.stage.teardown()
+                except Exception:  # a stage that fails to let go must not hide the exit code
+                    log.exception("%s: teardown failed", w.name)
             self._heartbeat("stopped")
         return 0
