@@ -12,5 +12,6 @@ REGISTRY = Registry(
         ("ingest", "stages.ingest:IngestStage"),
         ("preprocess", "stages.preprocess:PreprocessStage"),
         ("heavy", "stages.heavy:HeavyStage"),
+        ("archive", "stages.archive:ArchiveStage"),
     ]
 )

@@ -331,6 +331,8 @@ class HeavyStage(Stage):
         ctx.write_output(
             "track.gpx", gpstrack.to_gpx(fixes, name=f"{ctx.job.source_name} (overlay)").encode()
         )
+        geo = gpstrack.to_geojson(fixes, properties={"video_id": ctx.job.video_id})
+        ctx.write_output("track.geojson", json.dumps(geo).encode())
         return fixes, "overlay"
 
 

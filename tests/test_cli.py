@@ -79,6 +79,12 @@ def test_walk_finds_every_command() -> None:
         "ledger video",
         "ledger failures",
         "ledger events",
+        "ledger deletions",
+        "ledger alerts",
+        "retention",
+        "backup",
+        "restore",
+        "verify",
     ):
         assert expected in names
 

@@ -3,6 +3,7 @@ back."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,35 @@ def test_a_ledger_from_before_the_catalog_is_migrated_in_place(tmp_path: Path) -
         assert ledger.migrate() == [], "applied once"
     finally:
         ledger.close()
+
+
+def test_writers_in_two_threads_get_sessions_of_their_own(ledger: Ledger) -> None:
+    """The coordinator ingests on one thread while retention writes on the scheduler's: the
+    second writer must wait for the first to commit, not slip into its transaction."""
+    order: list[str] = []
+    b_tried = threading.Event()
+
+    def writer_b() -> None:
+        b_tried.set()
+        with ledger.transaction() as s:
+            s.execute(
+                text("INSERT INTO alerts (at, level, source, message) VALUES ('2', 'w', 'b', 'b')")
+            )
+            order.append("b wrote")
+
+    with ledger.transaction() as s:
+        s.execute(
+            text("INSERT INTO alerts (at, level, source, message) VALUES ('1', 'w', 'a', 'a')")
+        )
+        thread = threading.Thread(target=writer_b)
+        thread.start()
+        b_tried.wait(5)
+        thread.join(0.3)  # b is blocked on BEGIN IMMEDIATE while a holds the write lock
+        order.append("a commits")
+    thread.join(10)
+    assert order == ["a commits", "b wrote"]
+    with ledger.reading() as s:
+        assert s.execute(text("SELECT source FROM alerts ORDER BY at")).scalars().all() == [
+            "a",
+            "b",
+        ]

@@ -113,6 +113,29 @@ def test_stages_are_torn_down_once_when_the_runner_stops(
     assert len(listing(spool, "c/done")) == 1
 
 
+def test_a_coordinator_on_its_own_reports_its_scheduled_jobs(
+    spool: Spool, policies: Policies
+) -> None:
+    """`dashspool coordinator` alone: its heartbeat lists every scheduler job for `status`."""
+    import json
+
+    coord = app.build_coordinator(spool, policies)
+    runner = Runner(spool, policies, coord.device, [], coord)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    beat = spool.backend.local_root / f"devices/{coord.device}.json"  # type: ignore[operator]
+    try:
+        wait_for(lambda: beat.exists() and "reaper" in json.loads(beat.read_text()).get("jobs", {}))
+        runner._heartbeat()
+        jobs = json.loads(beat.read_text())["jobs"]
+        assert {"reaper", "deferred-release", "retention", "backup"} <= set(jobs)
+        assert jobs["backup"]["next_run"].endswith("T02:00:00+00:00")
+    finally:
+        runner.request_stop()
+        thread.join(10)
+        coord.ledger.close()
+
+
 def slow_job(tmp_path: Path, delay_seconds: float) -> Path:
     """Settings for a two-stage chain whose first stage takes a while, and one drop."""
     settings = chain_settings(("a", "b"))

@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from types import FrameType
@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from watchers import __version__, logs
 from watchers import app as wiring
@@ -33,6 +34,8 @@ from watchers.sidecar import Event, EventKind
 from watchers.watch import Runner
 
 EXIT_ERROR, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_STORAGE, EXIT_ABORTED = 1, 3, 4, 5, 130
+# `verify` found problems; `retention`'s sanity guard stopped a sweep: a person should look
+EXIT_FINDINGS = 6
 
 cli = typer.Typer(
     name="dashspool",
@@ -43,7 +46,7 @@ cli = typer.Typer(
 )
 ledger_cli = typer.Typer(
     help="Query the ledger (videos, one video's history, trips, plates, detections, places, "
-    "failures, events).",
+    "failures, events, retention's deletions, alerts).",
     no_args_is_help=True,
 )
 cli.add_typer(ledger_cli, name="ledger")
@@ -242,12 +245,43 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+# the coordinator's scheduled duties (watchers/coordinator.py), listed even when not reported
+DUTIES = ("reaper", "deferred-release", "retention", "backup")
+ALERTS_SHOWN, ALERTS_HOURS = 10, 24
+
+
+def _recent_alerts(p: Policies, now: datetime) -> list[dict[str, Any]] | None:
+    """The ledger's alerts of the last day, newest first; None where there is no ledger (a
+    watcher device) or it cannot be read."""
+    if not p.ledger_path.is_file():
+        return None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from watchers import retention as retention_mod
+
+    try:
+        ledger = wiring.open_ledger(p, read_only=True)
+        try:
+            since = now - timedelta(hours=ALERTS_HOURS)
+            return _rows(retention_mod.alerts(ledger, since, ALERTS_SHOWN))
+        finally:
+            ledger.close()
+    except SQLAlchemyError as e:  # e.g. a ledger the coordinator has not migrated yet
+        log.warning("alerts not shown: the ledger at %s cannot be read: %s", p.ledger_path, e)
+        return None
+
+
 @cli.command()
 def status(as_json: JsonOpt = False) -> None:
-    """Per-stage counts, oldest pending age, and devices with their last heartbeat."""
+    """Per-stage counts, oldest pending age, devices with their last heartbeat, the
+    coordinator's scheduled jobs, and the ledger's alerts of the last day."""
     p = state.policies
     spool = wiring.open_spool(p)
-    data = wiring.status(spool, p)
+    now = utcnow()
+    data = wiring.status(spool, p, now)
+    alerts = _recent_alerts(p, now)
+    if alerts is not None:
+        data["alerts"] = alerts
     if as_json:
         _print_json(data)
         return
@@ -278,6 +312,30 @@ def status(as_json: JsonOpt = False) -> None:
             dev["host"] or "-",
         )
     out.print(d)
+    j = Table(title="scheduled jobs")
+    for col in ("device", "job", "last run", "last result", "next run"):
+        j.add_column(col)
+    for dev in data["devices"]:
+        jobs: dict[str, dict[str, Any]] = dev["jobs"] or {}
+        expected = DUTIES if dev["stage"] == "coordinator" else ()
+        for name in [*expected, *sorted(set(jobs) - set(expected))]:
+            info = jobs.get(name, {})
+            j.add_row(
+                dev["device_id"],
+                name,
+                info.get("last_run") or "-",
+                info.get("last_result") or ("not reported" if not info else "not run yet"),
+                info.get("next_run") or "-",
+            )
+    if j.row_count:
+        out.print(j)
+    if alerts:
+        a = Table(title=f"alerts (last {ALERTS_HOURS} h, newest first)")
+        for col in ("at", "level", "source", "message"):
+            a.add_column(col)
+        for r in alerts:
+            a.add_row(r["at"], r["level"], r["source"], Text(r["message"]))
+        out.print(a)
 
 
 def _ledger() -> Any:
@@ -592,6 +650,58 @@ def ledger_events(
     _show(rows, _fields("at", "kind", "device", "stage", "job"), as_json=as_json)
 
 
+def _parse_time(value: str, hint: str) -> datetime:
+    """An ISO time; one without an offset is UTC (unlike --since, which reads it as local)."""
+    text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r}: use an ISO time such as 2026-03-01T12:00 (UTC) or 2026-03-01T12:00+01:00",
+            param_hint=hint,
+        ) from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _size(n: int | None) -> str:
+    from watchers.retention import human_size
+
+    return "-" if n is None else human_size(n)
+
+
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="At or after: ISO time or age such as 7d.")
+]
+LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")]
+
+
+@ledger_cli.command("deletions")
+def ledger_deletions(
+    since: SinceOpt = None, limit: LimitOpt = 100, as_json: JsonOpt = False
+) -> None:
+    """What retention deleted (raw clips, finished jobs), newest first, and why."""
+    from watchers import retention as retention_mod
+
+    rows = retention_mod.deletions(_ledger(), _parse_since(since) if since else None, limit)
+    columns: list[Column] = [
+        *_fields("at", "store", "path"),
+        ("video", lambda r: (r["video_id"] or "-")[:12]),
+        *_fields("reason"),
+        ("size", lambda r: _size(r["bytes"])),
+    ]
+    _show(_rows(rows), columns, as_json=as_json)
+
+
+@ledger_cli.command("alerts")
+def ledger_alerts(since: SinceOpt = None, limit: LimitOpt = 100, as_json: JsonOpt = False) -> None:
+    """Alerts (free space, retention's sanity guard, missing archive copies), newest first."""
+    from watchers import retention as retention_mod
+
+    rows = retention_mod.alerts(_ledger(), _parse_since(since) if since else None, limit)
+    columns = _fields("at", "level", "source", "message")
+    _show(_rows(rows), columns, as_json=as_json)
+
+
 @models_cli.command("fetch")
 def models_fetch(
     name: Annotated[str, typer.Option("--name", help="Ultralytics model name.")] = "yolov8n",
@@ -697,6 +807,62 @@ def resume(stage: Annotated[str, typer.Argument(help="Stage to resume.")]) -> No
     out.print(f"{stage} resumed" if was else f"{stage} was not paused")
 
 
+@cli.command()
+def retention(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would go and why; change nothing.")
+    ] = False,
+    now: Annotated[
+        str | None,
+        typer.Option("--now", help="Sweep as if it were this ISO time (UTC without an offset)."),
+    ] = None,
+    allow_mass_delete: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mass-delete",
+            help="Delete even more than retention.max_sweep_fraction of a store.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete archived raw clips and finished jobs past their retention (policies.toml,
+    retention section), each recorded in the ledger; exit 6 when the sanity guard blocked a
+    store."""
+    from watchers import retention as retention_mod
+
+    p = state.policies
+    when = _parse_time(now, "--now") if now else utcnow()
+    spool = wiring.open_spool(p)
+    ledger = wiring.open_ledger(p, read_only=dry_run)  # a dry run never writes the ledger
+    try:
+        result = retention_mod.sweep(
+            spool, p, ledger, when, dry_run=dry_run, allow_mass_delete=allow_mass_delete
+        )
+    finally:
+        ledger.close()
+    code = EXIT_FINDINGS if result.blocked else 0
+    if as_json:
+        _print_json(result.to_json())
+        raise typer.Exit(code)
+    items = result.planned if dry_run else result.deleted
+    t = Table(title=f"{'would delete' if dry_run else 'deleted'} (as of {iso(when)})")
+    for col in ("store", "path", "video", "reason", "size"):
+        t.add_column(col, overflow="fold")
+    for i in items:
+        t.add_row(i.store, Text(i.path), (i.video_id or "-")[:12], Text(i.reason), _size(i.bytes))
+    out.print(t)
+    for i, why in result.failed:
+        out.print(Text(f"not deleted: {i.store} {i.path}: {why}"))
+    kept = ", ".join(f"{why}: {n}" for why, n in sorted(result.kept.items()))
+    out.print(Text(f"kept: {kept or 'nothing else looked at'}"))
+    for a in result.alerts:
+        out.print(Text(f"{a.level} alert ({a.source}): {a.message}"))
+    if result.blocked:
+        stores = ", ".join(result.blocked)
+        out.print(Text(f"blocked by the sanity guard: {stores} (see the alert); exit 6", "red"))
+    raise typer.Exit(code)
+
+
 @cli.command("check-config")
 def check_config(as_json: JsonOpt = False) -> None:
     """Load policies.toml, build every stage, and check the spool and stores are usable."""
@@ -732,6 +898,144 @@ def check_config(as_json: JsonOpt = False) -> None:
     for name, info in result["pipeline"].items():
         out.print(f"stage    {name}: {info['type']} -> {', '.join(info['next']) or '(end)'}")
     out.print("[green]configuration OK[/]")
+
+
+# ---------------------------------------------------------------- backup, restore, verify
+def _backup_failed(e: Exception) -> typer.Exit:
+    err.print(Text(f"dashspool: {e}"))
+    return typer.Exit(EXIT_ERROR)
+
+
+@cli.command()
+def backup(
+    folder: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where to put it (default: backup.dir in policies.toml)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Back up the ledger now (SQLite online backup, integrity-checked), then remove our backups
+    older than backup.keep_days from that folder (the newest is always kept)."""
+    from watchers import backup as backup_mod
+
+    try:
+        made, removed = backup_mod.backup_and_rotate(state.policies, utcnow(), folder)
+    except backup_mod.BackupError as e:
+        raise _backup_failed(e) from None
+    if as_json:
+        _print_json({"file": str(made), "bytes": made.stat().st_size, "removed": removed})
+        return
+    out.print(Text(f"backup written: {made} ({_size(made.stat().st_size)})"), soft_wrap=True)
+    for r in removed:
+        out.print(Text(f"removed old backup: {r}"), soft_wrap=True)
+
+
+@cli.command()
+def restore(
+    file: Annotated[Path, typer.Argument(help="The backup to put back (a dashspool-*.db file).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before replacing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace the ledger with a backup: refused while the coordinator runs; the current ledger
+    is first kept as a -pre-restore backup; the restored one is migrated to this version."""
+    from watchers import backup as backup_mod
+
+    p = state.policies
+    spool = wiring.open_spool(p)
+    now = utcnow()
+    try:
+        backup_mod.check_no_coordinator(spool, p, now)
+        backup_mod.check_ledger_file(file)
+        if not yes:
+            typer.confirm(
+                f"Replace the ledger {p.ledger_path} with {file}? (it is backed up first)",
+                abort=True,
+            )
+        done = backup_mod.restore(spool, p, file, now)
+    except backup_mod.BackupError as e:
+        raise _backup_failed(e) from None
+    if as_json:
+        _print_json(
+            {
+                "restored_from": str(done.source),
+                "ledger": str(done.ledger),
+                "safety_copy": str(done.safety_copy) if done.safety_copy else None,
+                "migrated": done.migrated,
+                "removed": [str(r) for r in done.removed],
+            }
+        )
+        return
+    if done.safety_copy:
+        out.print(Text(f"the ledger as it was is kept in {done.safety_copy}"), soft_wrap=True)
+    for r in done.removed:
+        out.print(Text(f"removed the old ledger's {r.name}"), soft_wrap=True)
+    out.print(Text(f"ledger {done.ledger} restored from {done.source}"), soft_wrap=True)
+    if done.migrated:
+        out.print(Text(f"migrated to this version: {', '.join(done.migrated)}"), soft_wrap=True)
+
+
+@cli.command()
+def verify(
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Queue the archive stage again for lost or damaged copies whose raw clip is "
+            "still good (nothing is deleted).",
+        ),
+    ] = False,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Compare sizes, not hashes; SQLite quick_check."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the ledger against the archive and raw stores: SQLite integrity, archived copies
+    (present, size, sha256, meta.json), orphan folders, lost raw clips. Exit 6 when anything
+    is wrong (an alert is recorded in the ledger); never deletes anything."""
+    from watchers import verify as verify_mod
+
+    p = state.policies
+    now = utcnow()
+    ledger = wiring.open_ledger(p, read_only=True)
+    try:
+        report = verify_mod.verify(p, ledger, quick=quick)
+        if repair and not report.ok:
+            verify_mod.repair(wiring.open_spool(p), p, ledger, report, now)
+    finally:
+        ledger.close()
+    if not report.ok:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            writer = wiring.open_ledger(p)
+            try:
+                verify_mod.record_alert(writer, report, now)
+            finally:
+                writer.close()
+        except SQLAlchemyError as e:  # a damaged ledger: the report still stands
+            log.warning("alert not recorded in the ledger: %s", e)
+    code = 0 if report.ok else EXIT_FINDINGS
+    if as_json:
+        _print_json(report.as_dict())
+        raise typer.Exit(code)
+    if report.findings:
+        t = Table(title="problems")
+        for col in ("kind", "video", "path", "detail"):
+            t.add_column(col)
+        for f in report.findings:
+            t.add_row(f.kind, (f.video_id or "-")[:12], Text(f.path), Text(f.detail))
+        out.print(t)
+    if report.repairs:
+        r = Table(title="repairs")
+        for col in ("video", "action", "detail"):
+            r.add_column(col)
+        for x in report.repairs:
+            r.add_row(x.video_id[:12], x.action, Text(x.detail))
+        out.print(r)
+    checked = ", ".join(f"{k}: {n}" for k, n in sorted(report.checked.items()))
+    out.print(Text(f"checked {checked}; {report.summary()}"), soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -75,6 +75,31 @@ class CoordinatorSettings(Strict):
     deferred_interval_seconds: float = Field(15.0, gt=0)
 
 
+class RetentionSettings(Strict):
+    interval_seconds: float = Field(3600.0, gt=0)
+    raw_days: float = Field(90.0, gt=0)
+    done_days: dict[str, float] = {"ingest": 30.0, "preprocess": 30.0, "heavy": 7.0}
+    done_days_default: float = Field(30.0, gt=0)
+    delete_locked: bool = False
+    raw_min_free_percent: float = Field(10.0, ge=0, lt=100)
+    archive_min_free_percent: float = Field(5.0, ge=0, lt=100)
+    max_sweep_fraction: float = Field(0.5, gt=0, le=1)
+
+    @field_validator("done_days")
+    @classmethod
+    def _days(cls, v: dict[str, float]) -> dict[str, float]:
+        for stage, days in v.items():
+            if days <= 0:
+                raise ValueError(f"done_days.{stage}: must be more than 0")
+        return v
+
+
+class BackupSettings(Strict):
+    dir: str = "backups"
+    time_utc: str = Field("02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    keep_days: float = Field(30.0, gt=0)
+
+
 class PipelineSettings(Strict):
     entry: str = "ingest"
 
@@ -130,6 +155,16 @@ def _default_stages() -> dict[str, StageTable]:
             "skip_stage": "archive",
             "detector": {"type": "none"},
         },
+        "archive": {
+            "type": "archive",
+            "terminal_state": "archived",
+            "readback": True,
+            "fsync": True,
+            "poster_max_side_px": 1280,
+            "poster_quality": 85,
+            "threads": 0,
+            "preview": {"mode": "auto", "max_height": 720, "crf": 23, "preset": "veryfast"},
+        },
     }
     return {
         name: StageTable.model_validate({"type": "copy", **own.get(name, {}), "next": nexts[name]})
@@ -143,6 +178,8 @@ class Policies(Strict):
     stores: StoreSettings = StoreSettings()
     ledger: LedgerSettings = LedgerSettings()
     coordinator: CoordinatorSettings = CoordinatorSettings()
+    retention: RetentionSettings = RetentionSettings()
+    backup: BackupSettings = BackupSettings()
     pipeline: PipelineSettings = PipelineSettings()
     stages: dict[str, StageTable] = Field(default_factory=_default_stages)
 

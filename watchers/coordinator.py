@@ -118,24 +118,57 @@ class Coordinator:
             self.duties[name] = {"last_run": iso(started), "last_result": f"error: {err}"}
             return 0
 
+    def retention(self, now: datetime | None = None) -> int:
+        """One retention sweep (watchers/retention.py); returns how many items were deleted."""
+        from watchers import retention
+
+        result = retention.sweep(
+            self.spool, self.policies, self.ledger, now or self.clock(), dry_run=False
+        )
+        return len(result.deleted)
+
+    def backup(self, now: datetime | None = None) -> int:
+        """The daily ledger backup and its rotation (watchers/backup.py); returns 1."""
+        from watchers import backup
+
+        backup.scheduled_backup(self.policies, self.ledger, now or self.clock())
+        return 1
+
     def start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
 
         c = self.policies.coordinator
+        hour, minute = self.policies.backup.time_utc.split(":")
+        now = self.clock()
         sched = BackgroundScheduler(timezone="UTC")
-        for name, fn, every in (
-            ("reaper", self.reap, c.reaper_interval_seconds),
-            ("deferred-release", self.release_deferred, c.deferred_interval_seconds),
-        ):
+        duties: list[tuple[str, Callable[[], int], Any, datetime | None]] = [
+            ("reaper", self.reap, IntervalTrigger(seconds=c.reaper_interval_seconds), now),
+            (
+                "deferred-release",
+                self.release_deferred,
+                IntervalTrigger(seconds=c.deferred_interval_seconds),
+                now,
+            ),
+            (
+                "retention",
+                self.retention,
+                IntervalTrigger(seconds=self.policies.retention.interval_seconds),
+                now + timedelta(seconds=60),  # not in the same breath as a restart
+            ),
+            ("backup", self.backup, CronTrigger(hour=int(hour), minute=int(minute)), None),
+        ]
+        for name, fn, trigger, first in duties:
             sched.add_job(
                 self.run_duty,
-                "interval",
+                trigger,
                 args=(name, fn),
-                seconds=every,
                 id=name,
                 max_instances=1,
                 coalesce=True,
-                next_run_time=self.clock(),
+                misfire_grace_time=3600,
+                **({"next_run_time": first} if first is not None else {}),
             )
         sched.start()
         self._scheduler = sched

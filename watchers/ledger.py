@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy import text as sql
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from watchers import catalog, labels
+from watchers import archiving, catalog, labels
 from watchers.errors import ConfigError, NotFound
 from watchers.sidecar import Event, EventKind
 
@@ -87,6 +88,11 @@ class Video(SQLModel, table=True):
     motion_max: float | None = None
     objects: str | None = None  # JSON: class name → frames it was seen in
     heavy_skipped: str | None = None  # why heavy was skipped (None: it was not)
+    # from the archive stage and retention (watchers/archiving.py)
+    archive_path: str | None = None  # the clip in stores.archive: YYYY/MM/DD/<video id>/<name>
+    archive_sha256: str | None = None  # the copy's hash, read back after writing it
+    archived_at: str | None = None
+    raw_deleted_at: str | None = None  # retention removed the raw clip
 
 
 class VideoAlias(SQLModel, table=True):
@@ -168,6 +174,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     catalog.MIGRATION,
     catalog.SCREENING_MIGRATION,
     labels.LABELS_MIGRATION,
+    archiving.ARCHIVE_MIGRATION,
 ]
 
 
@@ -192,7 +199,9 @@ class Ledger:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = self._engine(busy_timeout_seconds)
-        self._session: Session | None = None
+        # the open write session of each thread (the coordinator ingests on its main thread
+        # while retention and backups run on the scheduler's): nesting is per thread
+        self._local = threading.local()
         if not read_only:
             self.migrate()
 
@@ -224,18 +233,20 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """The one way to write: ``BEGIN IMMEDIATE`` outermost, a savepoint when nested."""
-        if self._session is not None:
-            with self._session.begin_nested():
-                yield self._session
+        """The one way to write: ``BEGIN IMMEDIATE`` outermost, a savepoint when nested in the
+        same thread. Threads get sessions of their own; SQLite serialises their writes."""
+        current: Session | None = getattr(self._local, "session", None)
+        if current is not None:
+            with current.begin_nested():
+                yield current
             return
         with Session(self.engine, expire_on_commit=False) as session:
-            self._session = session
+            self._local.session = session
             try:
                 with session.begin():
                     yield session
             finally:
-                self._session = None
+                self._local.session = None
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
@@ -576,7 +587,7 @@ def _set_aside(state: VideoState) -> Handler:
 def _identify(s: Session, ev: Event, video: Video, at: str) -> Video:
     """A completion: re-key the video from its provisional drop id to the content id (ingest),
     then record the stage's facts (catalog: ingest's clip facts, preprocess's screening;
-    labels: heavy's detections and plates)."""
+    labels: heavy's detections and plates; archiving: the archive's verified copy)."""
     new_id = ev.data.get("new_video_id")
     if isinstance(new_id, str) and new_id != video.video_id and VIDEO_ID_RE.match(new_id):
         video = _rekey(s, video, new_id)
@@ -597,6 +608,9 @@ def _identify(s: Session, ev: Event, video: Video, at: str) -> Video:
     found = labels.parse_labels(ev.data.get("facts"))
     if found is not None:
         labels.apply_labels(s, video, found)
+    archived = archiving.parse_archive(ev.data.get("facts"))
+    if archived is not None:
+        archiving.apply_archive(video, archived)
     return video
 
 

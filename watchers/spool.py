@@ -798,11 +798,33 @@ class Spool:
             self.backend.read_bytes(f"{rel}/{SIDECAR}", self.max_sidecar_bytes), rel
         )
 
+    # -------------------------------------------------------------- retention
+    def done_entries(self, stage: str) -> list[Entry]:
+        """What ``<stage>/done/`` holds (dot names left out): finished jobs, for retention."""
+        return [e for e in self.backend.list(f"{stage}/done") if not e.name.startswith(".")]
+
+    def done_job_bytes(self, stage: str, job: str) -> int:
+        return sum(e.size for e in self.backend.list(f"{stage}/done/{job}") if e.kind == "file")
+
+    def remove_done(self, stage: str, job: str) -> None:
+        """Delete one finished job folder (retention, once it is old enough); nothing else in
+        the spool is ever deleted."""
+        if not DONE_NAME_RE.match(job):
+            raise ValueError(f"not a job folder name: {job!r}")
+        rel = f"{stage}/done/{job}"
+        entry = self.backend.stat(rel)
+        if entry is None or entry.kind != "dir":
+            raise NotFound(f"{rel}: no longer a job folder")
+        self.backend.remove_tree(rel)
+
     def write_sidecar_at(self, rel: str, sidecar: Sidecar) -> None:
         """Temp name, fsync, rename over ``job.json``: a reader never sees a torn sidecar."""
         tmp = f"{rel}/.{SIDECAR}.{secrets.token_hex(3)}"
         self.backend.write_bytes(tmp, sidecar.encode(), fsync=self.fsync)
         self.backend.replace(tmp, f"{rel}/{SIDECAR}")
+
+
+DONE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # a job, or job.N set aside
 
 
 def _fit_note(name: str, limit: int = 255 - len(".error.json") - 4) -> str:

@@ -114,6 +114,13 @@ class Context:
     def resolve_ref(self, key: str) -> Path:
         return self._spool.resolve_ref(self.refs[key])
 
+    def store_root(self, name: str) -> Path:
+        """The root folder of a configured store (``raw``, ``archive``)."""
+        try:
+            return self._spool.roots[name]
+        except KeyError:
+            raise ConfigError(f"no store named {name!r} is configured") from None
+
     # outputs
     def output_path(self, name: str) -> Path:
         """A local path to write output file ``name`` to; it travels with the job."""

@@ -142,6 +142,8 @@ class Runner:
             "current_job": next((w.current_job for w in self.workers if w.current_job), None),
             "jobs_handled": self.handled,
         }
+        if self.coordinator is not None and self.coordinator.device == self.device:
+            info["jobs"] = self.coordinator.schedule_info()  # `dashspool coordinator` alone
         try:
             self.spool.beat(self.device, info, self.clock())
             if self.coordinator is not None and self.coordinator.device != self.device:

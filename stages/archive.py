@@ -1,0 +1,459 @@
+"""``archive`` (shed NAS): the clip's verified copy and everything known about it, in one folder.
+
+``<archive>/YYYY/MM/DD/<video id>/`` (the camera's local date) holds:
+
+* the clip, byte for byte, under its file name. It is streamed to a temporary name, synced,
+  and read back from the store. Both the bytes sent and the bytes read back must hash to the
+  clip's identity (its sha256 from ingest, which begins with the video id). A mismatch is a
+  transient error: the runtime retries, defers, and after ``retry.max_attempts`` fails the job.
+  It is never reported as archived.
+* ``meta.json``: everything the pipeline learned (see :func:`_meta`).
+* ``track.gpx`` / ``track.geojson`` when the clip has a GPS track (embedded, a GPX, the overlay).
+* ``poster.jpg``: one frame, from the best-scored object track when heavy found one.
+* ``thumbs/``: heavy's annotated thumbnails and plate crops.
+* ``preview.mp4``: an H.264 copy of at most ``preview.max_height`` lines, faststart, for
+  clips a browser cannot play (HEVC, above 1080p), per ``preview.mode``.
+
+A new entry is built in ``.<video id>.partial-<device>/`` beside its final place and renamed in
+whole, so a browsing person never sees half an entry. Archiving an archived clip (a retry, a
+repair) reads the copy back: when it verifies, only the small files are refreshed; when it
+does not, the bad copy is moved aside as ``<name>.corrupt-<time>`` (never deleted) and the clip
+is copied again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+from pydantic import BaseModel, ConfigDict, Field
+
+from stages import clip
+from stages import preview as media
+from stages.gps import track as gpstrack
+from stages.probe import probe_video
+from watchers.errors import PermanentError, TransientError
+from watchers.sidecar import Sidecar
+from watchers.stage import Context, Stage
+
+CHUNK = 4 << 20
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+THUMB_RE = re.compile(r"^(track|plate)-\d{4,6}\.jpg$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+TRACK_FILES = ("track.gpx", "track.geojson")
+META_SCHEMA = 1
+GPX_MAX_BYTES = 64 << 20
+META_MAX_BYTES = 16 << 20
+
+
+class PreviewSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["auto", "always", "never"] = "auto"
+    max_height: int = Field(720, ge=144, le=2160)
+    crf: int = Field(23, ge=0, le=51)
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = (
+        "veryfast"
+    )
+
+
+class ArchiveSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    readback: bool = True
+    fsync: bool = True
+    poster_max_side_px: int = Field(1280, ge=64)
+    poster_quality: int = Field(85, ge=10, le=100)
+    threads: int = Field(0, ge=0)
+    preview: PreviewSettings = PreviewSettings()
+
+
+class ArchiveStage(Stage):
+    type_name = "archive"
+    Settings = ArchiveSettings
+
+    @property
+    def _settings(self) -> ArchiveSettings:
+        assert isinstance(self.settings, ArchiveSettings)
+        return self.settings
+
+    def process(self, job: Sidecar, ctx: Context) -> None:
+        if "video" not in ctx.refs:
+            raise PermanentError("archive needs the clip: the job has no refs.video")
+        video = ctx.resolve_ref("video")
+        if not video.is_file():
+            # a raw store that is not mounted looks the same as a deleted clip: let the
+            # runtime retry and defer, and fail only after max_attempts
+            raise TransientError(f"the clip {ctx.refs['video']} is not there (raw store away?)")
+        problems: list[str] = []
+        found = _facts_of_kind(job.facts)
+        sha256 = _identity(job, found.get("video", {}))
+        ingest = clip.IngestFacts.find(job.facts, problems)
+        name = video.name if NAME_RE.match(video.name) else f"clip{_safe_suffix(video)}"
+        day = clip.local(ingest.time.get("local")) or clip.utc(ingest.time.get("utc_start"))
+        day = day or job.created_at
+        folder = f"{day:%Y/%m/%d}/{job.video_id}"
+        root = ctx.store_root("archive")
+        final = root / folder
+        info = probe_video(video)
+
+        if final.is_dir():
+            self._repair_clip(video, final / name, sha256, ctx)
+            target = final
+        else:
+            target = final.parent / f".{job.video_id}.partial-{ctx.device}"
+            if target.exists():
+                shutil.rmtree(target)  # our own half-built entry from a crash or a failed try
+            target.mkdir(parents=True)
+        try:
+            if target != final:
+                self._copy_verified(video, target / name, sha256)
+            files = self._extras(job, ctx, target, video, info, found, problems)
+            track = _track_summary(target, ingest, found.get("labels", {}), problems)
+            meta = _meta(job, ctx, name, sha256, video, ingest, found, files, track, problems)
+            if target == final:
+                meta = _keep_known(meta, target / "meta.json")
+            _write_atomic(target / "meta.json", json.dumps(meta, indent=1).encode(), self._fsync)
+            _sync_dir(target, self._fsync)
+        except BaseException:
+            if target != final:  # our own half-built entry: nothing in it is anyone's yet
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        if target != final:
+            try:
+                os.rename(target, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                # another device finished the same entry first: check theirs, drop ours
+                self._repair_clip(video, final / name, sha256, ctx)
+                shutil.rmtree(target, ignore_errors=True)
+            _sync_dir(final.parent, self._fsync)
+
+        rel = f"{folder}/{name}"
+        ctx.set_ref("archive", "archive", rel)
+        ctx.set_facts(
+            kind="archived",
+            path=rel,
+            sha256=sha256,
+            size_bytes=(final / name).stat().st_size,
+            verified_at=_iso(datetime.now(timezone.utc)),
+            readback=self._settings.readback,
+            files=sorted(files),
+            preview=meta.get("preview"),
+            problems=problems[:20],
+        )
+        ctx.log.info("%s archived as %s", job.source_name, rel)
+
+    # ---------------------------------------------------------------- the clip
+    @property
+    def _fsync(self) -> bool:
+        return self._settings.fsync
+
+    def _copy_verified(self, src: Path, dst: Path, sha256: str) -> None:
+        """Stream ``src`` to ``dst`` (through a temporary name), hashing what was read; read
+        the copy back and hash it too. Both must be ``sha256``."""
+        tmp = dst.with_name(f".{dst.name}.partial")
+        sent = _copy_hashing(src, tmp, fsync=self._fsync)
+        if sent != sha256:
+            tmp.unlink(missing_ok=True)
+            raise TransientError(
+                f"the raw clip {src.name} does not hash to its identity "
+                f"(read {sent[:12]}…, expected {sha256[:12]}…): the raw store copy is damaged"
+            )
+        if self._settings.readback:
+            back = _hash_uncached(tmp)
+            if back != sha256:
+                tmp.unlink(missing_ok=True)
+                raise TransientError(
+                    f"the archive copy of {src.name} reads back wrong "
+                    f"({back[:12]}…, expected {sha256[:12]}…): the write was damaged"
+                )
+        os.replace(tmp, dst)
+
+    def _repair_clip(self, src: Path, dst: Path, sha256: str, ctx: Context) -> None:
+        """An entry exists already: keep its clip when it verifies, else set it aside (never
+        deleted) and copy again."""
+        if dst.is_file():
+            if _hash_uncached(dst) == sha256:
+                return
+            aside = dst.with_name(f"{dst.name}.corrupt-{ctx.now:%Y%m%dT%H%M%S}")
+            os.replace(dst, aside)
+            ctx.log.warning("the archived copy %s did not verify: kept as %s", dst, aside.name)
+        self._copy_verified(src, dst, sha256)
+        _sync_dir(dst.parent, self._fsync)
+
+    # ---------------------------------------------------------------- the rest
+    def _extras(
+        self,
+        job: Sidecar,
+        ctx: Context,
+        target: Path,
+        video: Path,
+        info: Any,
+        found: dict[str, dict[str, Any]],
+        problems: list[str],
+    ) -> dict[str, Any]:
+        """Track files, thumbnails, the poster and the preview; returns name → description."""
+        s = self._settings
+        files: dict[str, Any] = {}
+        for name in ctx.inputs:
+            if name in TRACK_FILES:
+                out = target / name
+            elif THUMB_RE.match(name):
+                (target / "thumbs").mkdir(exist_ok=True)
+                out = target / "thumbs" / name
+            else:
+                continue  # tracks.json, plates.json, frames: their content is in meta.json
+            with ctx.open_input(name) as src:
+                _write_atomic(out, src.read(GPX_MAX_BYTES + 1)[:GPX_MAX_BYTES], self._fsync)
+            files[str(out.relative_to(target))] = "copied"
+
+        at = _poster_time(found.get("labels", {}), info.duration_seconds)
+        try:
+            bgr = media.poster(video, at, max_side=s.poster_max_side_px)
+            ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, s.poster_quality])
+            if ok:
+                _write_atomic(target / "poster.jpg", jpeg.tobytes(), self._fsync)
+                files["poster.jpg"] = f"frame at {at:.2f} s"
+        except PermanentError as err:
+            problems.append(f"poster: {err}")
+
+        p = s.preview
+        wanted = p.mode == "always" or (
+            p.mode == "auto"
+            and media.needs_preview(info.codec, info.height, max_height=p.max_height)
+        )
+        done = target / "preview.mp4"
+        if wanted and not done.is_file():
+            tmp = target / ".preview.mp4.partial"
+            made = media.make_preview(
+                video, tmp, max_height=p.max_height, crf=p.crf, preset=p.preset, threads=s.threads
+            )
+            _sync_file(tmp, self._fsync)
+            os.replace(tmp, done)
+            files["preview.mp4"] = f"H.264 {made.width}x{made.height}, {made.frames} frames"
+        elif done.is_file():
+            files["preview.mp4"] = "kept"
+        return files
+
+
+# --------------------------------------------------------------------------- meta.json
+def _facts_of_kind(facts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each earlier stage's facts by their ``kind`` (video, screening, labels), whatever the
+    stages are called. They came from other machines: only their shape is trusted."""
+    out: dict[str, dict[str, Any]] = {}
+    for value in facts.values():
+        if isinstance(value, dict) and isinstance(value.get("kind"), str):
+            out[value["kind"]] = value
+    return out
+
+
+def _identity(job: Sidecar, video_facts: dict[str, Any]) -> str:
+    sha = video_facts.get("sha256")
+    if not isinstance(sha, str) or not SHA256_RE.match(sha):
+        raise PermanentError("cannot verify a copy: the job has no content hash from ingest")
+    if not sha.startswith(job.video_id):
+        raise PermanentError(
+            f"the content hash {sha[:12]}… is not video {job.video_id}'s: the sidecar is wrong"
+        )
+    return sha
+
+
+def _poster_time(labels: dict[str, Any], duration: float | None) -> float:
+    """The best-scored object track's best frame, else the middle of the clip."""
+    best: tuple[float, float] | None = None
+    tracks = labels.get("tracks")
+    for t in tracks if isinstance(tracks, list) else []:
+        if not isinstance(t, dict):
+            continue
+        score, when = t.get("score"), t.get("best_time")
+        if not (isinstance(score, int | float) and isinstance(when, int | float) and when >= 0):
+            continue
+        if best is None or score > best[0]:
+            best = (float(score), float(when))
+    if best is not None:
+        return best[1]
+    return (duration or 0.0) / 2
+
+
+def _track_summary(
+    target: Path, ingest: clip.IngestFacts, labels: dict[str, Any], problems: list[str]
+) -> dict[str, Any] | None:
+    """Points, times, length and bounding box of the clip's track (``track.gpx``)."""
+    gpx = target / "track.gpx"
+    fixes: list[Any] = []
+    if gpx.is_file():
+        try:
+            fixes = list(gpstrack.read_gpx(gpx, max_bytes=GPX_MAX_BYTES))
+        except ValueError as err:
+            problems.append(f"track.gpx: {err}")
+    if not fixes:
+        return None
+    lats = [f.lat for f in fixes]
+    lons = [f.lon for f in fixes]
+    return {
+        "source": labels.get("gps_source") or ingest.gps.get("source"),
+        "points": len(fixes),
+        "start": _iso(fixes[0].time),
+        "end": _iso(fixes[-1].time),
+        "distance_m": round(gpstrack.length_m(fixes), 1),
+        "bbox": [
+            round(min(lons), 7),
+            round(min(lats), 7),
+            round(max(lons), 7),
+            round(max(lats), 7),
+        ],
+    }
+
+
+def _meta(
+    job: Sidecar,
+    ctx: Context,
+    name: str,
+    sha256: str,
+    video: Path,
+    ingest: clip.IngestFacts,
+    found: dict[str, dict[str, Any]],
+    files: dict[str, Any],
+    track: Any,
+    problems: list[str],
+) -> dict[str, Any]:
+    """meta.json: the clip's identity, camera, times, route through the pipeline, track
+    summary, object tracks and plates. Written by this code (never copied from a sidecar)."""
+    video_facts, screening, labels = (found.get(k, {}) for k in ("video", "screening", "labels"))
+    preview = files.get("preview.mp4")
+    return {
+        "schema": META_SCHEMA,
+        "video_id": job.video_id,
+        "sha256": sha256,
+        "size_bytes": video.stat().st_size,
+        "file": name,
+        "source_name": job.source_name,
+        "source_path": video_facts.get("source_path") or job.source_path,
+        "recorded_at": job.recorded_at,
+        "camera": ingest.camera,
+        "media": ingest.media,
+        "time": ingest.time,
+        "route": {
+            "stages": [
+                {
+                    "stage": h.stage,
+                    "device": h.device,
+                    "finished_at": _iso(h.finished_at),
+                    "seconds": round(h.duration_seconds, 3),
+                    "route": h.route,
+                }
+                for h in job.history
+            ],
+            "heavy_skipped": screening.get("heavy_skipped"),
+            "frames_sampled": screening.get("frames_sampled"),
+            "frames_kept": screening.get("frames_kept"),
+        },
+        "track": track,
+        "objects": labels.get("tracks") if isinstance(labels.get("tracks"), list) else [],
+        "plates": labels.get("plates") if isinstance(labels.get("plates"), list) else [],
+        "files": files,
+        "preview": preview,
+        "archived_by": ctx.device,
+        "archived_at": _iso(ctx.now),
+        "problems": problems[:20],
+    }
+
+
+def _keep_known(meta: dict[str, Any], old_path: Path) -> dict[str, Any]:
+    """A rerun whose job knows less than the entry (a repair rebuilt from the ledger after
+    heavy's outputs aged out of the spool) keeps the entry's objects, plates and track."""
+    try:
+        old = json.loads(old_path.read_bytes()[:META_MAX_BYTES])
+    except (OSError, ValueError):
+        return meta
+    if not isinstance(old, dict) or (old.get("video_id"), old.get("sha256")) != (
+        meta["video_id"],
+        meta["sha256"],
+    ):
+        return meta
+    out = dict(meta)
+    for key in ("objects", "plates", "track"):
+        if not out.get(key) and old.get(key):
+            out[key] = old[key]
+    return out
+
+
+# --------------------------------------------------------------------------- files
+def _copy_hashing(src: Path, dst: Path, *, fsync: bool) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(src, "rb", buffering=0) as i, open(dst, "wb") as o:
+        while n := i.readinto(buf):
+            h.update(view[:n])
+            o.write(view[:n])
+        o.flush()
+        if fsync:
+            os.fsync(o.fileno())
+    return h.hexdigest()
+
+
+def _hash_uncached(path: Path) -> str:
+    """The file's sha256 as the store gives it back: its cached pages are dropped first (after
+    a sync they are clean), so a local disk is really read again."""
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with contextlib.suppress(AttributeError, OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        while n := os.readv(fd, [buf]):
+            h.update(view[:n])
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _sync_file(path: Path, fsync: bool) -> None:
+    if fsync:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _sync_dir(path: Path, fsync: bool) -> None:
+    if fsync:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _safe_suffix(path: Path) -> str:
+    suffix = path.suffix
+    return suffix if re.match(r"^\.[A-Za-z0-9]{1,8}$", suffix) else ".mp4"
+
+
+def _iso(when: datetime) -> str:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
