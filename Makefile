@@ -21,11 +21,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian tools the tests use: systemd-analyze (unit file checks), exiftool (the independent
-# oracle for the GPS readers).
+# oracle for the GPS readers), smbd (a throwaway Samba for the SMB backend's tests).
 system-deps:
 	@missing=""; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
+	command -v smbd >/dev/null || [ -x /usr/sbin/smbd ] || missing="$$missing samba"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $$missing; \
 	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)" >&2; fi; fi
@@ -53,6 +54,7 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/preprocess.py
 	$(BIN)/python bench/heavy.py
+	$(BIN)/python bench/smb.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache *.egg-info

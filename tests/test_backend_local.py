@@ -8,7 +8,7 @@ from backend_contract import BackendContract
 
 from watchers.backends import open_backend
 from watchers.backends.base import Backend
-from watchers.backends.local import LocalBackend, mount_fstype
+from watchers.backends.local import NETWORK_FS, LocalBackend, mount_fstype
 from watchers.errors import ConfigError
 
 
@@ -56,3 +56,22 @@ def test_open_backend_schemes(tmp_path: Path) -> None:
 def test_local_disk_is_watchable(tmp_path: Path) -> None:
     assert mount_fstype(tmp_path) is not None
     assert LocalBackend(tmp_path).watchable
+
+
+def test_network_mounts_are_polled_not_trusted_to_inotify(tmp_path: Path) -> None:
+    """inotify never sees another machine's writes on a network mount: such a spool is polled.
+    The most specific mount point wins (a local disk mounted inside a NAS share's tree)."""
+    nas, local = tmp_path / "nas", tmp_path / "nas" / "local-cache"
+    local.mkdir(parents=True)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw 0 0\n"
+        f"//nas/media {nas} cifs rw,vers=3.0 0 0\n"
+        f"/dev/sdb1 {local} ext4 rw 0 0\n"
+        f"nas:/export {tmp_path / 'nfs'} nfs4 rw 0 0\n"
+    )
+    assert mount_fstype(nas / "spool", mounts) == "cifs"
+    assert mount_fstype(local / "spool", mounts) == "ext4"
+    assert mount_fstype(tmp_path / "nfs" / "x", mounts) == "nfs4"
+    assert mount_fstype(tmp_path / "nfsish", mounts) == "ext4", "a prefix is not a parent"
+    assert {"cifs", "nfs4"} <= NETWORK_FS and "ext4" not in NETWORK_FS

@@ -74,6 +74,10 @@ def test_relative_paths_follow_the_file_and_spool_override_follows_the_cwd(
             "stages.lonely: not reachable from pipeline.entry",
         ),
         (PIPE + '[stages.heavy]\n[stages."Bad Name"]\n', "stage name 'Bad Name' must match"),
+        ('[stores]\narchive = "smb://u@nas/share"\n', "stores.archive: Value error, must be a"),
+        ('[backup]\ndir = "smb://u@nas/share"\n', "backup.dir: Value error, must be a local"),
+        ('[backup]\ntime_utc = "2am"\n', "backup.time_utc: String should match pattern"),
+        ("[retention]\ndone_days = { heavy = 0 }\n", "done_days.heavy: must be more than 0"),
     ],
 )
 def test_bad_settings_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -865,39 +865,98 @@ def retention(
 
 @cli.command("check-config")
 def check_config(as_json: JsonOpt = False) -> None:
-    """Load policies.toml, build every stage, and check the spool and stores are usable."""
+    """Load policies.toml, build every stage, and check that the spool (local, mounted or SMB),
+    the stores, the ledger's folder and the backup folder can be reached and written; each
+    problem is named. Exit 3 for a wrong setting or refused access, 5 for an unreachable one."""
     p = state.policies
     from stages import REGISTRY
 
     stages = REGISTRY.build(p)
     for s in stages.values():
         s.setup(p)
-    spool = wiring.open_spool(p)
-    spool.ensure_layout(p.order())
-    probe = f".tmp/check-config~{os.getpid()}"
-    spool.backend.write_bytes(probe, b"ok", fsync=True)
-    spool.backend.remove_file(probe)
+    checks = [_check_spool(p)]
+    for what, value in (
+        ("stores.raw", p.stores.raw),
+        ("stores.archive", p.stores.archive),
+        ("ledger", str(p.ledger_path.parent)),
+        ("backup.dir", p.backup.dir),
+    ):
+        checks.append(_check_folder(p, what, value))
     result: dict[str, Any] = {
         "config": p.label,
-        "spool": spool.backend.url,
-        "inotify": spool.backend.watchable,
+        "checks": checks,
+        "ok": all(c["ok"] for c in checks),
         "ledger": str(p.ledger_path),
-        "stores": {k: str(v) for k, v in spool.roots.items()},
         "pipeline": {
             n: {"type": stages[n].type_name, "next": list(p.stages[n].next)} for n in p.order()
         },
     }
+    code = 0
+    if not result["ok"]:
+        code = EXIT_STORAGE if any(c.get("unreachable") for c in checks) else EXIT_CONFIG
     if as_json:
         _print_json(result)
-        return
+        raise typer.Exit(code)
     out.print(f"config   {result['config']}")
-    out.print(
-        f"spool    {result['spool']} (writable; {'inotify' if result['inotify'] else 'polling'})"
-    )
-    out.print(f"ledger   {result['ledger']}")
+    for c in checks:
+        line = Text(f"{c['what']:<15}{c['where']}  ")
+        line.append(c["detail"] if c["ok"] else c["problem"], "green" if c["ok"] else "red")
+        out.print(line)
     for name, info in result["pipeline"].items():
         out.print(f"stage    {name}: {info['type']} -> {', '.join(info['next']) or '(end)'}")
+    if code:
+        err.print(Text(f"dashspool: configuration problems: {sum(not c['ok'] for c in checks)}"))
+        raise typer.Exit(code)
     out.print("[green]configuration OK[/]")
+
+
+def _check_spool(p: Policies) -> dict[str, Any]:
+    """Reach the spool, lay it out and write, rename and remove a probe there."""
+    check: dict[str, Any] = {"what": "spool", "where": p.spool_url, "ok": False}
+    try:
+        spool = wiring.open_spool(p)
+        check["where"] = spool.backend.url  # an SMB URL as shown: never with a password
+        try:
+            spool.ensure_layout(p.order())
+            probe = f".tmp/check-config~{os.getpid()}"
+            spool.backend.write_bytes(probe, b"ok", fsync=True)
+            spool.backend.rename(probe, f"{probe}.renamed")
+            spool.backend.remove_file(f"{probe}.renamed")
+            if spool.backend.local_root is not None:
+                how = "inotify" if spool.backend.watchable else "polling (a network mount)"
+            else:
+                how = "the server's change notification"
+            check.update(ok=True, detail=f"writable; new jobs seen through {how}")
+        finally:
+            spool.backend.close()
+    except StorageUnavailable as e:
+        check.update(problem=f"unreachable: {e}", unreachable=True)
+    except ConfigError as e:
+        check.update(problem=str(e))
+    except PermissionError as e:
+        check.update(problem=f"no permission to write there: {e}")
+    except OSError as e:
+        check.update(problem=f"cannot write there: {e.strerror or e}")
+    return check
+
+
+def _check_folder(p: Policies, what: str, value: str) -> dict[str, Any]:
+    """A local (or mounted) folder: made if missing, and a probe written and removed."""
+    check: dict[str, Any] = {"what": what, "where": value, "ok": False}
+    folder = p.path(value)
+    check["where"] = str(folder)
+    probe = folder / f".check-config~{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except PermissionError:
+        check["problem"] = "no permission to write there"
+    except OSError as e:
+        check["problem"] = f"cannot write there: {e.strerror or e}"
+    else:
+        check.update(ok=True, detail="writable")
+    return check
 
 
 # ---------------------------------------------------------------- backup, restore, verify

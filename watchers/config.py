@@ -55,9 +55,20 @@ class RetrySettings(Strict):
     max_attempts: int = Field(5, ge=1)
 
 
+def _local_folder(value: str) -> str:
+    if "://" in value:
+        raise ValueError(
+            "must be a local or mounted folder (only spool.path may be an smb:// URL for now): "
+            "mount the share and give its path"
+        )
+    return value
+
+
 class StoreSettings(Strict):
     raw: str = "raw"
     archive: str = "archive"
+
+    _local = field_validator("raw", "archive")(_local_folder)
 
 
 class LedgerSettings(Strict):
@@ -96,6 +107,7 @@ class RetentionSettings(Strict):
 
 class BackupSettings(Strict):
     dir: str = "backups"
+    _local = field_validator("dir")(_local_folder)
     time_utc: str = Field("02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     keep_days: float = Field(30.0, gt=0)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from watchers.clock import iso, utcnow
 from watchers.config import Policies
-from watchers.errors import BadJob, NotFound
+from watchers.errors import BadJob, NotFound, StorageUnavailable
 from watchers.ledger import Ledger
 from watchers.logs import context
 from watchers.sidecar import Event
@@ -109,10 +109,19 @@ class Coordinator:
     # --------------------------------------------------------------- schedule
     def run_duty(self, name: str, fn: Callable[[], int]) -> int:
         started = self.clock()
+        was = self.duties.get(name, {}).get("last_result", "")
         try:
             result = fn()
             self.duties[name] = {"last_run": iso(started), "last_result": f"ok ({result})"}
             return result
+        except StorageUnavailable as err:  # the watch loop says so too: once, no traceback
+            if not was.startswith("waiting for storage"):
+                log.warning("scheduled job %s: waiting for storage: %s", name, err)
+            self.duties[name] = {
+                "last_run": iso(started),
+                "last_result": f"waiting for storage: {err}",
+            }
+            return 0
         except Exception as err:  # a duty must never kill the coordinator
             log.exception("scheduled job %s failed", name)
             self.duties[name] = {"last_run": iso(started), "last_result": f"error: {err}"}

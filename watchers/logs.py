@@ -47,5 +47,5 @@ def configure(level: str = "INFO", *, timestamps: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("watchdog", "apscheduler", "sqlalchemy"):
+    for noisy in ("watchdog", "apscheduler", "sqlalchemy", "smbprotocol", "smbclient"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

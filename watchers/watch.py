@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from watchers.backends.base import Notifier
 from watchers.clock import utcnow
 from watchers.config import Policies
 from watchers.errors import StorageUnavailable
@@ -97,6 +98,8 @@ class Runner:
         self.handled = 0
         self.state = "starting"
         self._observer: Any = None
+        self._notifier: Notifier | None = None
+        self._beat_ok = True  # the last heartbeat was written (log only the changes)
         self._next_ingest = clock()
         self._beat_thread: threading.Thread | None = None
         order = policies.order()
@@ -116,8 +119,17 @@ class Runner:
         return dirs
 
     def _start_observer(self) -> None:
-        if not self.use_events or not self.spool.backend.watchable:
-            if self.use_events:
+        if not self.use_events:
+            return
+        backend = self.spool.backend
+        if not backend.watchable:
+            try:
+                self._notifier = backend.notify(self._watch_dirs(), self.wake.set)
+            except StorageUnavailable as err:  # the loop waits for storage; rescans still run
+                log.warning("change notification not started: %s", err)
+            if self._notifier is not None:
+                log.info("watching %s through the server's change notification", backend.url)
+            else:
                 log.info(
                     "storage is a network mount: polling every %ss",
                     self.policies.spool.rescan_seconds,
@@ -157,7 +169,23 @@ class Runner:
                     self.clock(),
                 )
         except Exception as err:  # storage away: say so once, the loop handles the rest
-            log.warning("heartbeat not written: %s", err)
+            if self._beat_ok:
+                log.warning("heartbeat not written: %s", err)
+            self._beat_ok = False
+        else:
+            if not self._beat_ok:
+                log.info("heartbeat written again")
+            self._beat_ok = True
+
+    def _storage_back(self) -> None:
+        """The storage answers again: jobs it dropped in the middle of are taken back (to their
+        inbox, as after a crash; their outputs are idempotent), then work goes on."""
+        self.spool.clean_staging(self.device)
+        taken = sum(w.start(why="the storage went away in the middle of it") for w in self.workers)
+        log.info("storage is back%s", f"; {taken} interrupted job(s) queued again" if taken else "")
+        self._heartbeat("running")
+        for w in self.workers:
+            w.mark_dirty()
 
     def _beat_loop(self) -> None:
         every = self.policies.spool.heartbeat_seconds
@@ -219,11 +247,10 @@ class Runner:
         try:
             while not self.stop.is_set() and not self._limit_reached():
                 try:
-                    did = self.loop_once()
                     if storage_down:
-                        log.info("storage is back")
+                        self._storage_back()
                         storage_down = False
-                        self._heartbeat("running")
+                    did = self.loop_once()
                 except StorageUnavailable as err:
                     if not storage_down:
                         log.warning("waiting for storage: %s", err)
@@ -253,6 +280,8 @@ class Runner:
             if self._observer is not None:
                 self._observer.stop()
                 self._observer.join(timeout=5)
+            if self._notifier is not None:
+                self._notifier.stop()
             if self.coordinator is not None:
                 self.coordinator.stop_scheduler()
             for w in self.workers:

@@ -204,13 +204,14 @@ class Worker:
         self._next_release: datetime | None = None
 
     # ------------------------------------------------------------------ start
-    def start(self, now: datetime | None = None) -> int:
-        """Take back this device's own claims of this stage (a crash or kill -9 left them)."""
+    def start(self, now: datetime | None = None, why: str = "the device stopped") -> int:
+        """Take back this device's own claims of this stage (a crash or kill -9 left them, or
+        the storage went away in the middle of a job)."""
         now = now or self.clock()
         n = 0
         for claim in self.spool.claims_of(self.device, [self.name]):
             with context(job=claim.job):
-                where = return_claim(self.spool, self.policies, claim, now, "the device stopped")
+                where = return_claim(self.spool, self.policies, claim, now, why)
                 log.info("recovered own claim -> %s", where)
             n += 1
         return n

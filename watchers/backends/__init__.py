@@ -10,7 +10,9 @@ from watchers.backends.local import LocalBackend
 from watchers.errors import ConfigError
 
 # scheme -> "module:Class"; imported lazily so a device without smbprotocol never imports it
-SCHEMES: dict[str, str] = {}
+SCHEMES: dict[str, str] = {
+    "smb": "watchers.backends.smb:SmbBackend",
+}
 
 
 def open_backend(url: str) -> Backend:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import posixpath
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Protocol
 
 from watchers.errors import UnsafePath
 
@@ -38,6 +38,12 @@ def clean_rel(rel: str) -> str:
     if norm == ".." or norm.startswith("../"):
         raise UnsafePath(f"path {rel!r} leaves the spool root")
     return "" if norm == "." else norm
+
+
+class Notifier(Protocol):
+    """Change reports in progress (:meth:`Backend.notify`); ``stop`` ends them."""
+
+    def stop(self) -> None: ...
 
 
 class Backend(ABC):
@@ -124,6 +130,13 @@ class Backend(ABC):
 
     def exists(self, rel: str) -> bool:
         return self.stat(rel) is not None
+
+    def notify(self, rels: Sequence[str], wake: Callable[[], None]) -> Notifier | None:
+        """Call ``wake`` (from another thread) whenever something changes in one of the folders
+        ``rels``, as the storage itself reports it (SMB2 CHANGE_NOTIFY); None when this backend
+        has no such reports. Returns once every folder is being watched, so a listing made after
+        it misses nothing. A report only means "look again"; the rescan stays the truth."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (remote backends)."""

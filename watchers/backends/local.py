@@ -30,6 +30,8 @@ NETWORK_FS = {
     "nfs",
     "nfs4",
     "fuse.sshfs",
+    "fuse.smbnetfs",
+    "fuse.rclone",
     "9p",
     "afs",
     "ceph",
@@ -61,10 +63,11 @@ def _kind(mode: int) -> Kind:
     return "other"
 
 
-def mount_fstype(path: Path) -> str | None:
-    """The filesystem type of the mount holding ``path`` (from /proc/mounts), if known."""
+def mount_fstype(path: Path, mounts: Path = Path("/proc/mounts")) -> str | None:
+    """The filesystem type of the mount holding ``path`` (the longest matching mount point in
+    ``mounts``), if known."""
     try:
-        lines = Path("/proc/mounts").read_text().splitlines()
+        lines = mounts.read_text().splitlines()
     except OSError:
         return None
     target = str(path.resolve())
