@@ -26,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
+import secrets
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,7 +102,7 @@ class ArchiveStage(Stage):
         name = video.name if NAME_RE.match(video.name) else f"clip{_safe_suffix(video)}"
         day = clip.local(ingest.time.get("local")) or clip.utc(ingest.time.get("utc_start"))
         day = day or job.created_at
-        folder = f"{day:%Y/%m/%d}/{job.video_id}"
+        folder = f"{day.year:04d}/{day.month:02d}/{day.day:02d}/{job.video_id}"
         root = ctx.store_root("archive")
         final = root / folder
         info = probe_video(video)
@@ -161,7 +163,7 @@ class ArchiveStage(Stage):
     def _copy_verified(self, src: Path, dst: Path, sha256: str) -> None:
         """Stream ``src`` to ``dst`` (through a temporary name), hashing what was read; read
         the copy back and hash it too. Both must be ``sha256``."""
-        tmp = dst.with_name(f".{dst.name}.partial")
+        tmp = dst.with_name(f".{dst.name}.partial-{secrets.token_hex(4)}")
         sent = _copy_hashing(src, tmp, fsync=self._fsync)
         if sent != sha256:
             tmp.unlink(missing_ok=True)
@@ -234,13 +236,23 @@ class ArchiveStage(Stage):
         )
         done = target / "preview.mp4"
         if wanted and not done.is_file():
-            tmp = target / ".preview.mp4.partial"
-            made = media.make_preview(
-                video, tmp, max_height=p.max_height, crf=p.crf, preset=p.preset, threads=s.threads
-            )
-            _sync_file(tmp, self._fsync)
-            os.replace(tmp, done)
-            files["preview.mp4"] = f"H.264 {made.width}x{made.height}, {made.frames} frames"
+            tmp = target / f".preview.mp4.partial-{secrets.token_hex(4)}"
+            try:
+                made = media.make_preview(
+                    video,
+                    tmp,
+                    max_height=p.max_height,
+                    crf=p.crf,
+                    preset=p.preset,
+                    threads=s.threads,
+                )
+            except PermanentError as err:  # a clip cut short by a power loss: keep the clip
+                tmp.unlink(missing_ok=True)
+                problems.append(str(err))
+            else:
+                _sync_file(tmp, self._fsync)
+                os.replace(tmp, done)
+                files["preview.mp4"] = f"H.264 {made.width}x{made.height}, {made.frames} frames"
         elif done.is_file():
             files["preview.mp4"] = "kept"
         return files
@@ -276,12 +288,13 @@ def _poster_time(labels: dict[str, Any], duration: float | None) -> float:
         if not isinstance(t, dict):
             continue
         score, when = t.get("score"), t.get("best_time")
-        if not (isinstance(score, int | float) and isinstance(when, int | float) and when >= 0):
+        numbers = isinstance(score, int | float) and isinstance(when, int | float)
+        if not (numbers and math.isfinite(score) and math.isfinite(when) and when >= 0):
             continue
         if best is None or score > best[0]:
             best = (float(score), float(when))
     if best is not None:
-        return best[1]
+        return min(best[1], duration) if duration else best[1]
     return (duration or 0.0) / 2
 
 
@@ -421,7 +434,7 @@ def _hash_uncached(path: Path) -> str:
 
 
 def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

@@ -256,6 +256,7 @@ def test_the_ledger_takes_only_a_hash_that_is_the_clips_own() -> None:
         "path": f"2026/05/13/{sha[:16]}/{NAME}",
         "sha256": sha,
         "verified_at": "2026-05-13T16:10:00Z",
+        "readback": True,
     }
     parsed = parse_archive(facts)
     assert parsed is not None
@@ -271,6 +272,11 @@ def test_the_ledger_takes_only_a_hash_that_is_the_clips_own() -> None:
     assert recorded == (sha, "2026-05-13T16:10:00Z")
     bad = {**facts, "path": "../../etc/passwd"}
     assert parse_archive(bad) is None
+    unread = parse_archive({**facts, "readback": False})
+    assert unread is not None
+    video.archive_sha256 = video.archived_at = None
+    apply_archive(video, unread)
+    assert video.archive_sha256 is None, "a copy never read back is not verified"
 
 
 def test_a_rerun_that_knows_less_keeps_what_the_entry_knew(run: Any, tmp_path: Path) -> None:
@@ -285,3 +291,18 @@ def test_a_rerun_that_knows_less_keeps_what_the_entry_knew(run: Any, tmp_path: P
     again = json.loads((entry / "meta.json").read_text())
     assert again["objects"] == [{"track_id": 1, "label": "car"}]
     assert again["archived_at"] != "" and again["track"]["points"] == 7
+
+
+def test_a_preview_that_fails_does_not_cost_the_archive(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise archive_stage.PermanentError("preview: PyAV could not transcode the clip: EOF")
+
+    monkeypatch.setattr(archive_stage.media, "make_preview", broken)
+    p = run(drive(tmp_path), preview={"mode": "always"})
+    (entry,) = entries(tmp_path / "archive")
+    assert one_video(p).state == "archived" and not (entry / "preview.mp4").exists()
+    meta = json.loads((entry / "meta.json").read_text())
+    assert any("could not transcode" in line for line in meta["problems"])
+    assert not list(entry.glob(".preview*")), "no half-made preview left behind"

@@ -65,14 +65,15 @@ class World:
     ) -> str:
         """A clip the ledger first saw ``days`` before NOW, its raw file and (if archived) its
         archive copy. Returns its video id."""
-        vid = hashlib.sha256(name.encode()).hexdigest()
+        data = (name.encode() + b"v" * size)[:size]  # content of its own, hashing to its id
+        vid = hashlib.sha256(data).hexdigest()
         rel = f"2026/01/01/{name}"
         (self.raw / rel).parent.mkdir(parents=True, exist_ok=True)
-        (self.raw / rel).write_bytes(b"v" * size)
+        (self.raw / rel).write_bytes(data)
         archive_rel = f"2026/01/01/{vid}/{name}"
         if archived:
             (self.archive / archive_rel).parent.mkdir(parents=True, exist_ok=True)
-            (self.archive / archive_rel).write_bytes(b"v" * size)
+            (self.archive / archive_rel).write_bytes(data)
         seen = ts(NOW - timedelta(days=days))
         with self.ledger.transaction() as s:
             s.add(
@@ -281,6 +282,28 @@ def test_missing_archive_copy_keeps_the_clip_and_alerts(make_world: Callable[...
     assert "2 clips" in alert.message
 
 
+def test_a_copy_that_rotted_since_it_was_archived_keeps_the_raw_clip(
+    make_world: Callable[..., World],
+) -> None:
+    """Same size, other bytes (bit rot, a bad sector): the ledger still says archived, but the
+    copy is hashed again right before the raw clip would go, and the raw clip stays."""
+    w = make_world()
+    vid = w.clip("rotted.MP4", 400)
+    good = w.clip("good.MP4", 400)
+    for i in range(3):
+        w.clip(f"r{i}.MP4", 1)
+    copy = w.archive / f"2026/01/01/{vid}/rotted.MP4"
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 0x01
+    copy.write_bytes(bytes(data))
+    result = w.sweep(disk_usage=w.usage())
+    assert [d.video_id for d in w.deletions()] == [good]
+    assert w.raw_file("rotted.MP4").exists() and not w.raw_file("good.MP4").exists()
+    ((item, why),) = result.failed
+    assert item.video_id == vid and "does not hash to the clip's sha256" in why
+    assert w.video(vid).raw_deleted_at is None
+
+
 def test_raw_paths_that_leave_the_store_are_never_followed(
     make_world: Callable[..., World], tmp_path: Path
 ) -> None:
@@ -292,13 +315,13 @@ def test_raw_paths_that_leave_the_store_are_never_followed(
     w.clip("link.MP4", 400)
     w.raw_file("link.MP4").unlink()
     w.raw_file("link.MP4").symlink_to(outside / "victim.MP4")
-    w.clip("via-folder.MP4", 400)
+    via = w.clip("via-folder.MP4", 400)
     (w.raw / "2027").symlink_to(outside)
     (outside / "via-folder.MP4").write_bytes(b"v" * 1000)
-    w.clip("dotdot.MP4", 400)
+    dotdot = w.clip("dotdot.MP4", 400)
     with w.ledger.transaction() as s:
-        for name, rel in (("via-folder.MP4", "2027/via-folder.MP4"), ("dotdot.MP4", "../x")):
-            v = s.get(Video, hashlib.sha256(name.encode()).hexdigest())
+        for vid, rel in ((via, "2027/via-folder.MP4"), (dotdot, "../x")):
+            v = s.get(Video, vid)
             assert v is not None
             v.raw_path = rel
             s.add(v)
@@ -604,8 +627,15 @@ def test_cli_retention_dry_run_then_blocked_then_allowed(make_world: Callable[..
     assert data["planned"][0]["bytes"] == 1000 and data["deleted"] == []
     assert w.raw_file("c0.MP4").exists()
 
-    # ten years on, all three archived clips are due: 3 of 4, blocked, exit 1
+    # a real sweep has no --now: the three archived clips are made years old instead
     r = dashspool("retention", "--now", "2036-06-01T12:00:00Z", cwd=w.root)
+    assert r.returncode == 2 and "--dry-run" in r.stderr, "--now never deletes for real"
+    with sqlite3.connect(w.root / "dashspool.db") as db:
+        db.execute("UPDATE videos SET created_at = '2016-01-01T00:00:00.000000Z'")
+    db.close()
+
+    # all three archived clips are due: 3 of 4, blocked, exit 6
+    r = dashspool("retention", cwd=w.root)
     assert r.returncode == 6, r.stdout + r.stderr
     assert "blocked by the sanity guard: raw" in " ".join(r.stdout.split())
     assert all(w.raw_file(f"c{i}.MP4").exists() for i in range(3))
@@ -622,9 +652,7 @@ def test_cli_retention_dry_run_then_blocked_then_allowed(make_world: Callable[..
     jsonschema.validate(status, schema, format_checker=jsonschema.FormatChecker())
     assert [a["message"] for a in status["alerts"]] == [alert["message"]]
 
-    r = dashspool(
-        "retention", "--now", "2036-06-01T12:00", "--allow-mass-delete", "--json", cwd=w.root
-    )
+    r = dashspool("retention", "--allow-mass-delete", "--json", cwd=w.root)
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["deleted"]) == 3
     r = dashspool("ledger", "deletions", "--json", cwd=w.root)

@@ -73,6 +73,7 @@ class ArchiveFacts(BaseModel):
     path: str = Field(pattern=ARCHIVE_PATH_RE.pattern)
     sha256: str = Field(pattern=SHA256_RE.pattern)
     verified_at: str = Field(max_length=40)
+    readback: bool = False  # the copy was read back from the store and hashed
 
 
 def parse_archive(raw: Any) -> ArchiveFacts | None:
@@ -87,8 +88,9 @@ def parse_archive(raw: Any) -> ArchiveFacts | None:
 
 
 def apply_archive(video: Any, facts: ArchiveFacts) -> None:
-    """Record the verified copy. A hash that is not the clip's own is not an archive."""
-    if video.sha256 is not None and facts.sha256 != video.sha256:
+    """Record the verified copy. A hash that is not the clip's own, or a copy that was not read
+    back (``readback = false``), is not a verified archive: retention keeps the raw clip."""
+    if not facts.readback or (video.sha256 is not None and facts.sha256 != video.sha256):
         return
     video.archive_path = facts.path
     video.archive_sha256 = facts.sha256

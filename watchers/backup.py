@@ -117,7 +117,10 @@ def backups(backup_dir: Path) -> list[tuple[Path, datetime]]:
         for entry in backup_dir.iterdir():
             m = NAME_RE.match(entry.name)
             if m and entry.is_file() and not entry.is_symlink():
-                when = datetime.strptime(m[1], "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc)
+                try:
+                    when = datetime.strptime(m[1], "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc)
+                except ValueError:  # our pattern, but no real date: not one of ours
+                    continue
                 out.append((entry, when))
     return out
 

@@ -814,7 +814,10 @@ def retention(
     ] = False,
     now: Annotated[
         str | None,
-        typer.Option("--now", help="Sweep as if it were this ISO time (UTC without an offset)."),
+        typer.Option(
+            "--now",
+            help="With --dry-run: as if it were this ISO time (UTC without an offset).",
+        ),
     ] = None,
     allow_mass_delete: Annotated[
         bool,
@@ -831,6 +834,10 @@ def retention(
     from watchers import retention as retention_mod
 
     p = state.policies
+    if now and not dry_run:
+        raise typer.BadParameter(
+            "--now only previews a date: use it with --dry-run", param_hint="--now"
+        )
     when = _parse_time(now, "--now") if now else utcnow()
     spool = wiring.open_spool(p)
     ledger = wiring.open_ledger(p, read_only=dry_run)  # a dry run never writes the ledger

@@ -79,6 +79,7 @@ class Coordinator:
     def reap(self, now: datetime | None = None) -> int:
         """Return claims of devices whose heartbeat is older than the lease to their inboxes."""
         now = now or self.clock()
+        self.start(now)  # claims this reaper took earlier but could not return (storage away)
         lease = timedelta(seconds=self.policies.spool.lease_seconds)
         n = 0
         for device in self.spool.stale_devices(self.stages, now, lease):
@@ -184,7 +185,7 @@ class Coordinator:
 
     def stop_scheduler(self) -> None:
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.shutdown(wait=True)  # a sweep or backup in hand finishes first
             self._scheduler = None
 
     def schedule_info(self) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ Every deletion is a ``deletions`` row, every alert an ``alerts`` row (none in a 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -39,7 +40,7 @@ from watchers.clock import iso
 from watchers.config import Policies, RetentionSettings
 from watchers.errors import DashspoolError
 from watchers.ledger import Ledger, Video
-from watchers.spool import DEVICES, DROPS, LEDGER_INBOX, Spool
+from watchers.spool import DEVICES, DONE_NAME_RE, DROPS, LEDGER_INBOX, Spool
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +171,10 @@ def sweep(
         for item in result.planned:
             try:
                 if item.store == RAW:
-                    _delete_raw(ledger, raw_root, item, now)
+                    _delete_raw(ledger, raw_root, archive_root, item, now)
                 else:
                     _delete_job(ledger, spool, item, now)
-            except (OSError, DashspoolError) as err:  # this item only; a ledger error stops all
+            except (OSError, ValueError, DashspoolError) as err:  # one item; ledger errors: all
                 log.warning("retention: %s %s not deleted: %s", item.store, item.path, err)
                 result.failed.append((item, str(err) or type(err).__name__))
                 continue
@@ -296,6 +297,17 @@ def _raw_check(
     return None, size
 
 
+def _sha256(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(4 << 20):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
 def inside(real_root: Path, rel: str) -> Path | None:
     """``real_root / rel`` when ``rel`` is a plain relative path that stays inside the (resolved)
     root through any links on the way, and names no hidden entry (the raw store's ``.index/``
@@ -375,7 +387,9 @@ def _make_room(
     return extra, note
 
 
-def _delete_raw(ledger: Ledger, root: Path, item: Planned, now: datetime) -> None:
+def _delete_raw(
+    ledger: Ledger, root: Path, archive_root: Path, item: Planned, now: datetime
+) -> None:
     """Remove one raw clip and record it.
 
     Order: inside one ledger transaction the rows are written (and flushed, so a database
@@ -389,6 +403,17 @@ def _delete_raw(ledger: Ledger, root: Path, item: Planned, now: datetime) -> Non
     path = inside(root.resolve(), item.path)
     if path is None or _regular_size(path) is None:
         raise FileNotFoundError(f"{item.path}: no longer a file inside the raw store")
+    # the archive copy is read and hashed now, outside the ledger's write lock: a copy that
+    # rotted since it was archived (same size, other bytes) must not cost the last good one
+    with ledger.reading() as s:
+        video = s.get(Video, item.video_id)
+        copy_rel, sha = (video.archive_path, video.sha256) if video else (None, None)
+    copy = inside(archive_root.resolve(), copy_rel or "")
+    if copy is None or not sha or _sha256(copy) != sha:
+        raise _Changed(
+            f"{item.video_id}: the archive copy {copy_rel} does not hash to the clip's sha256 "
+            "(run dashspool verify --repair); the raw clip is kept"
+        )
     with ledger.transaction() as s:
         video = s.get(Video, item.video_id)
         if video is None or video.raw_deleted_at is not None or video.raw_path != item.path:
@@ -416,7 +441,7 @@ def _plan_spool(
             continue
         folder = f"{stage}/done"
         for e in spool.done_entries(stage):
-            if e.kind != "dir":
+            if e.kind != "dir" or not DONE_NAME_RE.match(e.name):
                 kept["spool: not a job folder"] += 1
                 continue
             total += 1

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TypeVar, cast
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import smbclient
 from smbclient import ClientConfig
@@ -180,6 +180,7 @@ def parse_url(url: str) -> Location:
     """Split ``smb://user@host[:port]/share[/path][?connect_timeout_seconds=N]``; a password in
     the URL is refused (it would end up in policies.toml, logs and status output)."""
     parts = urlsplit(url)
+    url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))  # for messages: no query
     if parts.scheme != "smb":
         raise ConfigError(f"{url}: not an smb:// URL")
     if parts.password is not None:
@@ -209,7 +210,8 @@ def parse_url(url: str) -> Location:
     unknown = sorted(set(query) - _QUERY_KEYS)
     if unknown:
         known = ", ".join(sorted(_QUERY_KEYS))
-        raise ConfigError(f"{url}: unknown URL option(s) {', '.join(unknown)} (known: {known})")
+        names = ", ".join(n[:40] for n in unknown)
+        raise ConfigError(f"{url}: unknown URL option(s) {names} (known: {known})")
     user = unquote(parts.username) if parts.username else None
     return Location(parts.hostname, port, share, folder, user, query)
 
@@ -236,9 +238,8 @@ def read_credentials_file(path: Path) -> dict[str, str]:
         key, sep, value = line.partition("=")
         canonical = _CRED_KEYS.get(key.strip().lower())
         if not sep or canonical is None:
-            raise ConfigError(
-                f"{path}, line {n}: expected username=, password= or domain= "
-                f"(found {key.strip()[:20]!r})"
+            raise ConfigError(  # the line itself is not shown: it may be the password
+                f"{path}, line {n}: expected username=, password= or domain="
             )
         out[canonical] = value if canonical == "password" else value.strip()
     return out
@@ -747,17 +748,14 @@ class SmbNotifier:
                 pause = min(pause * 2, NOTIFY_RETRY_SECONDS[1])
                 continue
             try:
-                first = True
-                while not self._stop.is_set():
-                    watcher = FileSystemWatcher(folder.fd)
-                    watcher.start(NOTIFY_FILTER, output_buffer_length=self.output_buffer_length)
-                    ready.set()
-                    if first and failing:  # armed again after trouble: what was missed?
-                        log.info("change notification on %s is back", rel)
-                        failing = False
-                        self.wake()
-                    first = False
-                    pause = NOTIFY_RETRY_SECONDS[0]
+                watcher = self._arm(folder)
+                ready.set()
+                if failing:  # armed again after trouble: what was missed meanwhile?
+                    log.info("change notification on %s is back", rel)
+                    failing = False
+                    self.wake()
+                pause = NOTIFY_RETRY_SECONDS[0]
+                while True:
                     while not watcher.response_event.wait(0.25):
                         if self._stop.is_set():
                             with contextlib.suppress(Exception):
@@ -769,6 +767,9 @@ class SmbNotifier:
                         if err.status != NtStatus.STATUS_NOTIFY_ENUM_DIR:
                             raise
                     self.replies += 1
+                    # arm again first, then wake: a change made while the loop lists the
+                    # folder is reported by the new request
+                    watcher = self._arm(folder)
                     self.wake()
             except Exception as err:  # connection lost mid-watch: look again, then re-arm
                 failing = self._trouble(rel, err, failing)
@@ -778,6 +779,11 @@ class SmbNotifier:
             finally:
                 with contextlib.suppress(Exception):
                     folder.close()
+
+    def _arm(self, folder: Any) -> FileSystemWatcher:
+        watcher = FileSystemWatcher(folder.fd)
+        watcher.start(NOTIFY_FILTER, output_buffer_length=self.output_buffer_length)
+        return watcher
 
     def _trouble(self, rel: str, err: BaseException, failing: bool) -> bool:
         if not failing:  # once per state change, not once per retry
