@@ -189,7 +189,8 @@ class Coordinator:
             self._scheduler = None
 
     def schedule_info(self) -> dict[str, dict[str, Any]]:
-        info = {k: dict(v) for k, v in self.duties.items()}
+        duties = dict(self.duties)  # one C-level copy: scheduler threads add keys meanwhile
+        info = {k: dict(v) for k, v in duties.items()}
         if self._scheduler is not None:
             for job in self._scheduler.get_jobs():
                 nxt = job.next_run_time

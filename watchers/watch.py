@@ -100,6 +100,7 @@ class Runner:
         self._observer: Any = None
         self._notifier: Notifier | None = None
         self._beat_ok = True  # the last heartbeat was written (log only the changes)
+        self._beat_lock = threading.Lock()
         self._next_ingest = clock()
         self._beat_thread: threading.Thread | None = None
         order = policies.order()
@@ -146,6 +147,10 @@ class Runner:
         self._observer = observer
 
     def _heartbeat(self, state: str | None = None) -> None:
+        with self._beat_lock:  # the loop and the heartbeat thread write the same file
+            self._write_heartbeat(state)
+
+    def _write_heartbeat(self, state: str | None) -> None:
         if state:
             self.state = state
         info: dict[str, Any] = {
@@ -284,6 +289,8 @@ class Runner:
                 self._notifier.stop()
             if self.coordinator is not None:
                 self.coordinator.stop_scheduler()
+            if self._beat_thread is not None:
+                self._beat_thread.join(timeout=5)  # its last beat lands before "stopped"
             for w in self.workers:
                 try:
                     w.stage.teardown()
