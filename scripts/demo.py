@@ -132,6 +132,8 @@ def main() -> None:
     dashspool("ledger", "videos")
     dashspool("ledger", "plates")
     dashspool("ledger", "failures")
+    dashspool("verify")  # the ledger against the archive: every copy there, every hash right
+    dashspool("retention", "--dry-run")  # nothing is old enough to go yet
     summary(took)
 
 

@@ -225,6 +225,7 @@ def test_raw_clips_go_only_archived_verified_and_older_than_raw_days(
     assert w.video(young).raw_deleted_at is None
     assert result.kept["raw: not archived"] == 1
     assert result.kept["raw: archive hash differs from the clip's"] == 1
+    assert result.kept["raw: younger than raw_days"] == 5  # young and the four recent ones
     # the archive copy is never touched
     assert (w.archive / f"2026/01/01/{old}/old.MP4").exists()
     # a second sweep finds nothing more to do

@@ -138,6 +138,10 @@ def sweep(
         extra, note = _make_room(space, r.raw_min_free_percent, chosen, raw.spare)
         chosen += extra
         result.alerts.append(Notice("warning", f"retention:{RAW}", f"{raw_root}: {note}"))
+    taken = {p.video_id for p in chosen}
+    young = sum(1 for c in raw.spare if c.item.video_id not in taken)
+    if young:
+        result.kept["raw: younger than raw_days"] += young
     if raw.no_copy:
         result.alerts.append(
             Notice(
