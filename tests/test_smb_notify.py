@@ -160,3 +160,39 @@ def test_a_watch_loop_on_an_smb_spool_claims_long_before_its_rescan(
         thread.join(15)
         dropper.close()
         spool.backend.close()
+
+
+def test_a_watcher_started_while_the_nas_is_away_waits_for_it(
+    samba: SambaServer, folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NAS still booting when the device starts: the watcher waits (no exit 5 and a restart
+    loop), then lays out the spool and works once the server answers."""
+    settings = chain_settings(("a", "b"), spool={"path": f"{samba.url}/{folder}/late"})
+    settings["spool"].update(rescan_seconds=0.5, settle_seconds=0)
+    policies = parse(settings, source=None, base_dir=tmp_path)
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    samba.stop()
+    spool = app.open_spool(policies)
+    stop = threading.Event()
+    workers = app.build_workers(spool, policies, policies.order(), "late1", stop)
+    runner = Runner(spool, policies, "late1", workers, stop=stop)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.5)
+        assert thread.is_alive() and runner.state == "starting"
+        samba.start()
+        dropper = backend(samba, f"{folder}/late")
+        deadline = time.monotonic() + WAIT
+        while not dropper.exists("inbox") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        dropper.write_bytes("inbox/clip.MP4", b"payload", fsync=True)
+        while not dropper.list("b/done") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert dropper.list("b/done"), "the job did not go through after the NAS came back"
+        dropper.close()
+    finally:
+        samba.start()
+        runner.request_stop()
+        thread.join(15)
+        spool.backend.close()

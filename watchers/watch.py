@@ -182,6 +182,35 @@ class Runner:
                 log.info("heartbeat written again")
             self._beat_ok = True
 
+    def _prepare(self) -> bool:
+        """Lay out the spool, check the device id is free, and take back this device's own
+        claims. A device started while the storage is away (a NAS still booting) waits for it,
+        saying so once, instead of exiting; False when it was stopped while waiting."""
+        rescan = self.policies.spool.rescan_seconds
+        waiting = False
+        while True:
+            try:
+                self.spool.ensure_layout(self.policies.order())
+                lease = timedelta(seconds=self.policies.spool.lease_seconds)
+                self.spool.check_device_free(self.device, self.clock(), lease)
+                if self.coordinator is not None:
+                    self.spool.check_device_free(self.coordinator.device, self.clock(), lease)
+                self.spool.clean_staging(self.device)
+                for w in self.workers:
+                    w.start()
+                if self.coordinator is not None:
+                    self.coordinator.start()
+            except StorageUnavailable as err:
+                if not waiting:
+                    log.warning("waiting for storage before starting: %s", err)
+                    waiting = True
+                if self.stop.wait(min(rescan, 5.0)):
+                    return False
+                continue
+            if waiting:
+                log.info("storage is there: starting")
+            return True
+
     def _storage_back(self) -> None:
         """The storage answers again: jobs it dropped in the middle of are taken back (to their
         inbox, as after a crash; their outputs are idempotent), then work goes on."""
@@ -232,16 +261,9 @@ class Runner:
 
     def run(self) -> int:
         """Serve until stopped (or idle / max jobs). Returns the process exit code."""
-        self.spool.ensure_layout(self.policies.order())
-        lease = timedelta(seconds=self.policies.spool.lease_seconds)
-        self.spool.check_device_free(self.device, self.clock(), lease)
+        if not self._prepare():
+            return 0  # stopped while waiting for the storage
         if self.coordinator is not None:
-            self.spool.check_device_free(self.coordinator.device, self.clock(), lease)
-        self.spool.clean_staging(self.device)
-        for w in self.workers:
-            w.start()
-        if self.coordinator is not None:
-            self.coordinator.start()
             self.coordinator.start_scheduler()
         self._start_observer()
         self._heartbeat("running")
