@@ -23,7 +23,6 @@ is copied again.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -43,6 +42,7 @@ from stages import preview as media
 from stages.gps import track as gpstrack
 from stages.probe import probe_video
 from watchers.errors import PermanentError, TransientError
+from watchers.files import fsync_dir, fsync_file, sha256_file
 from watchers.sidecar import Sidecar
 from watchers.stage import Context, Stage
 
@@ -124,7 +124,8 @@ class ArchiveStage(Stage):
             if target == final:
                 meta = _keep_known(meta, target / "meta.json")
             _write_atomic(target / "meta.json", json.dumps(meta, indent=1).encode(), self._fsync)
-            _sync_dir(target, self._fsync)
+            if self._fsync:
+                fsync_dir(target)
         except BaseException:
             if target != final:  # our own half-built entry: nothing in it is anyone's yet
                 shutil.rmtree(target, ignore_errors=True)
@@ -138,7 +139,8 @@ class ArchiveStage(Stage):
                 # another device finished the same entry first: check theirs, drop ours
                 self._repair_clip(video, final / name, sha256, ctx)
                 shutil.rmtree(target, ignore_errors=True)
-            _sync_dir(final.parent, self._fsync)
+            if self._fsync:
+                fsync_dir(final.parent)
 
         rel = f"{folder}/{name}"
         ctx.set_ref("archive", "archive", rel)
@@ -172,7 +174,7 @@ class ArchiveStage(Stage):
                 f"(read {sent[:12]}…, expected {sha256[:12]}…): the raw store copy is damaged"
             )
         if self._settings.readback:
-            back = _hash_uncached(tmp)
+            back = sha256_file(tmp, uncached=True)
             if back != sha256:
                 tmp.unlink(missing_ok=True)
                 raise TransientError(
@@ -185,13 +187,14 @@ class ArchiveStage(Stage):
         """An entry exists already: keep its clip when it verifies, else set it aside (never
         deleted) and copy again."""
         if dst.is_file():
-            if _hash_uncached(dst) == sha256:
+            if sha256_file(dst, uncached=True) == sha256:
                 return
             aside = dst.with_name(f"{dst.name}.corrupt-{ctx.now:%Y%m%dT%H%M%S}")
             os.replace(dst, aside)
             ctx.log.warning("the archived copy %s did not verify: kept as %s", dst, aside.name)
         self._copy_verified(src, dst, sha256)
-        _sync_dir(dst.parent, self._fsync)
+        if self._fsync:
+            fsync_dir(dst.parent)
 
     # ---------------------------------------------------------------- the rest
     def _extras(
@@ -250,7 +253,8 @@ class ArchiveStage(Stage):
                 tmp.unlink(missing_ok=True)
                 problems.append(str(err))
             else:
-                _sync_file(tmp, self._fsync)
+                if self._fsync:
+                    fsync_file(tmp)
                 os.replace(tmp, done)
                 files["preview.mp4"] = f"H.264 {made.width}x{made.height}, {made.frames} frames"
         elif done.is_file():
@@ -288,8 +292,9 @@ def _poster_time(labels: dict[str, Any], duration: float | None) -> float:
         if not isinstance(t, dict):
             continue
         score, when = t.get("score"), t.get("best_time")
-        numbers = isinstance(score, int | float) and isinstance(when, int | float)
-        if not (numbers and math.isfinite(score) and math.isfinite(when) and when >= 0):
+        if not (isinstance(score, int | float) and isinstance(when, int | float)):
+            continue
+        if not (math.isfinite(score) and math.isfinite(when) and when >= 0):
             continue
         if best is None or score > best[0]:
             best = (float(score), float(when))
@@ -416,23 +421,6 @@ def _copy_hashing(src: Path, dst: Path, *, fsync: bool) -> str:
     return h.hexdigest()
 
 
-def _hash_uncached(path: Path) -> str:
-    """The file's sha256 as the store gives it back: its cached pages are dropped first (after
-    a sync they are clean), so a local disk is really read again."""
-    h = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with contextlib.suppress(AttributeError, OSError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        while n := os.readv(fd, [buf]):
-            h.update(view[:n])
-    finally:
-        os.close(fd)
-    return h.hexdigest()
-
-
 def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
     tmp = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
     with open(tmp, "wb") as f:
@@ -441,24 +429,6 @@ def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
         if fsync:
             os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _sync_file(path: Path, fsync: bool) -> None:
-    if fsync:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _sync_dir(path: Path, fsync: bool) -> None:
-    if fsync:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _safe_suffix(path: Path) -> str:

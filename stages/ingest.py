@@ -15,10 +15,7 @@ before (:class:`Duplicate` → ``inbox/duplicates/``) is never processed twice.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import zoneinfo
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,12 +30,12 @@ from stages.probe import VideoInfo, probe_video
 from stages.rawstore import TRACKS, IndexEntry, RawStore
 from watchers.config import Policies
 from watchers.errors import ConfigError, Duplicate, Rejected
+from watchers.files import sha256_file
 from watchers.sidecar import Sidecar
 from watchers.stage import Context, Stage
 
 VIDEO_ID_HEX = 16
 GPX_SUFFIX = ".gpx"
-HASH_CHUNK = 4 << 20
 
 
 class IngestSettings(BaseModel):
@@ -256,22 +253,6 @@ class IngestStage(Stage):
             gps={"source": "gpx", "points": len(fixes), "problems": problems[:20]},
         )
         ctx.end_here("track")
-
-
-def sha256_file(path: Path) -> str:
-    """The file's sha256, streamed in large chunks (one read of the file)."""
-    h = hashlib.sha256()
-    buf = bytearray(HASH_CHUNK)
-    view = memoryview(buf)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with contextlib.suppress(AttributeError, OSError):  # a hint; not every OS has it
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        while n := os.readv(fd, [buf]):
-            h.update(view[:n])
-    finally:
-        os.close(fd)
-    return h.hexdigest()
 
 
 def _camera(clip: names.ClipName | None) -> dict[str, Any]:

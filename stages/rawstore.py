@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from watchers.files import fsync_dir
+
 INDEX = ".index"
 TRACKS = "tracks"
 RANGES = "tracks/.ranges"
@@ -189,11 +191,7 @@ class RawStore:
     def _sync_dir(self, folder: Path) -> None:
         if not self.fsync:
             return
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(folder)
 
 
 def _same_content(a: Path, b: Path) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sambaserver import SambaServer
 
 from watchers import app
 from watchers.config import Policies, parse
@@ -144,6 +145,21 @@ class Pipeline:
         self.coordinator.ledger.close()
 
 
+def dropped(root: Path, settings: dict[str, Any], clips: dict[str, Path | bytes]) -> Pipeline:
+    """A started pipeline under ``root`` (settings as policies.toml would hold them) with
+    ``clips`` (path in the inbox -> a file to copy or bytes) dropped, not yet drained."""
+    policies = parse(settings, source=None, base_dir=root)
+    spool = app.open_spool(policies)
+    spool.ensure_layout(policies.order())
+    inbox = root / "spool" / "inbox"
+    for rel, data in clips.items():
+        (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
+        (inbox / rel).write_bytes(data.read_bytes() if isinstance(data, Path) else data)
+    p = Pipeline(spool, policies)
+    p.start()
+    return p
+
+
 @pytest.fixture
 def pipeline(spool: Spool, policies: Policies) -> Iterator[Pipeline]:
     p = Pipeline(spool, policies)
@@ -184,3 +200,19 @@ def exiftool() -> str:
             pytest.fail("exiftool required but missing: apt-get install libimage-exiftool-perl")
         pytest.skip("exiftool missing (apt-get install libimage-exiftool-perl)")
     return path
+
+
+@pytest.fixture(scope="module")
+def samba() -> Iterator[SambaServer]:
+    """One throwaway smbd on 127.0.0.1 per test module (tests/sambaserver.py)."""
+    with SambaServer() as server:
+        yield server
+
+
+@pytest.fixture
+def no_smb_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SMB password or credentials file from the environment: each test passes its own."""
+    from watchers.backends.smb import CREDENTIALS_ENV, PASSWORD_ENV
+
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    monkeypatch.delenv(CREDENTIALS_ENV, raising=False)

@@ -14,15 +14,13 @@ from typing import Any
 import av
 import cv2
 import pytest
-from conftest import Pipeline, chain_settings
+from conftest import Pipeline, chain_settings, dropped
 from mediagen import top_boxes
 from scenegen import make_scene
 from test_preprocess import gpx_track
 
 import stages.archive as archive_stage
-from watchers import app
 from watchers.archiving import apply_archive, parse_archive
-from watchers.config import parse
 from watchers.ledger import Video
 
 T0 = datetime(2026, 5, 13, 16, 0, 0, tzinfo=timezone.utc)
@@ -55,15 +53,8 @@ def run(tmp_path: Path) -> Iterator[Any]:
     made: list[Pipeline] = []
 
     def go(clips: dict[str, Path | bytes], **archive: Any) -> Pipeline:
-        policies = parse(settings(**archive), source=None, base_dir=tmp_path)
-        spool = app.open_spool(policies)
-        spool.ensure_layout(policies.order())
-        inbox = tmp_path / "spool" / "inbox"
-        for rel, data in clips.items():
-            (inbox / rel).write_bytes(data.read_bytes() if isinstance(data, Path) else data)
-        p = Pipeline(spool, policies)
+        p = dropped(tmp_path, settings(**archive), clips)
         made.append(p)
-        p.start()
         p.drain()
         return p
 
@@ -163,13 +154,7 @@ def test_a_copy_that_reads_back_wrong_is_retried_then_failed_never_archived(
 
 def test_a_damaged_raw_clip_is_never_archived(run: Any, tmp_path: Path) -> None:
     """The raw store's copy changed after ingest hashed it: the bytes sent do not match."""
-    policies = parse(settings(), source=None, base_dir=tmp_path)
-    p = Pipeline(app.open_spool(policies), policies)
-    p.spool.ensure_layout(policies.order())
-    for name, data in drive(tmp_path).items():
-        target = tmp_path / "spool/inbox" / name
-        target.write_bytes(data.read_bytes() if isinstance(data, Path) else data)
-    p.start()
+    p = dropped(tmp_path, settings(), drive(tmp_path))
     archive_worker = p.workers[-1]
     for w in p.workers[:-1]:
         while w.loop_once():

@@ -47,16 +47,7 @@ RACES = 1000
 RACERS = 4
 
 
-@pytest.fixture(scope="module")
-def samba() -> Iterator[SambaServer]:
-    with SambaServer() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _no_smb_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(PASSWORD_ENV, raising=False)
-    monkeypatch.delenv(CREDENTIALS_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("no_smb_env")
 
 
 def connect(samba: SambaServer, folder: str = "") -> SmbBackend:

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import gpxpy.gpx
 import pytest
-from conftest import Pipeline, chain_settings, write_settings
+from conftest import Pipeline, chain_settings, dropped, write_settings
 from mediagen import scramble_samples
 from scenegen import make_scene
 from test_cli import dashspool, flat
@@ -50,16 +50,8 @@ def run(tmp_path: Path) -> Iterator[Any]:
     made: list[Pipeline] = []
 
     def go(clips: dict[str, Path | bytes], **preprocess: Any) -> Pipeline:
-        policies = parse(settings(**preprocess), source=None, base_dir=tmp_path)
-        spool = app.open_spool(policies)
-        spool.ensure_layout(policies.order())
-        inbox = tmp_path / "spool" / "inbox"
-        for rel, data in clips.items():
-            (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
-            (inbox / rel).write_bytes(data.read_bytes() if isinstance(data, Path) else data)
-        p = Pipeline(spool, policies)
+        p = dropped(tmp_path, settings(**preprocess), clips)
         made.append(p)
-        p.start()
         p.drain()
         return p
 

@@ -7,20 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import REPO
 from sambaserver import SambaServer, free_port
 
 from watchers.backends.smb import CREDENTIALS_ENV, PASSWORD_ENV
-
-
-@pytest.fixture(scope="module")
-def samba() -> Iterator[SambaServer]:
-    with SambaServer() as server:
-        yield server
 
 
 def check(tmp_path: Path, url: str, password: str) -> subprocess.CompletedProcess[str]:

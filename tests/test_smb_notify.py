@@ -9,31 +9,21 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import chain_settings
 from sambaserver import SambaServer
+from test_watch import start_runner
 
 from watchers import app
-from watchers.backends.smb import CREDENTIALS_ENV, PASSWORD_ENV, SmbBackend
+from watchers.backends.smb import PASSWORD_ENV, SmbBackend
 from watchers.config import parse
-from watchers.watch import Runner
 
 WAIT = 10.0  # seconds: far more than a report takes (milliseconds), far less than a rescan
 
 
-@pytest.fixture(scope="module")
-def samba() -> Iterator[SambaServer]:
-    with SambaServer() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _no_smb_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(PASSWORD_ENV, raising=False)
-    monkeypatch.delenv(CREDENTIALS_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("no_smb_env")
 
 
 @pytest.fixture
@@ -137,11 +127,7 @@ def test_a_watch_loop_on_an_smb_spool_claims_long_before_its_rescan(
     policies = parse(settings, source=None, base_dir=tmp_path)
     monkeypatch.setenv(PASSWORD_ENV, samba.password)
     spool = app.open_spool(policies)
-    stop = threading.Event()
-    workers = app.build_workers(spool, policies, policies.order(), "smb1", stop)
-    runner = Runner(spool, policies, "smb1", workers, stop=stop)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
+    runner, thread = start_runner(spool, policies)
     dropper = backend(samba, folder)
     try:
         deadline = time.monotonic() + WAIT
@@ -173,11 +159,7 @@ def test_a_watcher_started_while_the_nas_is_away_waits_for_it(
     monkeypatch.setenv(PASSWORD_ENV, samba.password)
     samba.stop()
     spool = app.open_spool(policies)
-    stop = threading.Event()
-    workers = app.build_workers(spool, policies, policies.order(), "late1", stop)
-    runner = Runner(spool, policies, "late1", workers, stop=stop)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
+    runner, thread = start_runner(spool, policies)
     try:
         time.sleep(1.5)
         assert thread.is_alive() and runner.state == "starting"

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from watchers.config import Policies
 from watchers.errors import ConfigError, DashspoolError
+from watchers.files import fsync_dir, fsync_file
 from watchers.ledger import MIGRATIONS, Ledger
 from watchers.spool import Spool
 
@@ -76,13 +77,13 @@ def make_backup(
                 dst.close()
         finally:
             src.close()
-        _fsync(tmp)
+        fsync_file(tmp)
         problem = integrity_problem(tmp)
         if problem:
             raise BackupError(f"the copy of {ledger_path} is damaged ({problem}); nothing kept")
         final = _free_name(backup_dir, now, suffix)
         os.replace(tmp, final)
-        _fsync_dir(backup_dir)
+        fsync_dir(backup_dir)
         return final
     except sqlite3.Error as err:
         raise BackupError(f"cannot back up {ledger_path}: {err}") from None
@@ -106,7 +107,7 @@ def rotate(backup_dir: Path, keep_days: float, now: datetime) -> list[Path]:
                     p.unlink()
             removed.append(path)
     if removed:
-        _fsync_dir(backup_dir)
+        fsync_dir(backup_dir)
     return removed
 
 
@@ -236,10 +237,10 @@ def restore(spool: Spool, policies: Policies, source: Path, now: datetime) -> Re
                 dst.close()
         finally:
             src.close()
-        _fsync(tmp)
+        fsync_file(tmp)
         removed = _retire(ledger)
         os.replace(tmp, ledger)
-        _fsync_dir(ledger.parent)
+        fsync_dir(ledger.parent)
     except sqlite3.Error as err:
         raise BackupError(f"cannot copy {source}: {err}") from None
     except OSError as err:
@@ -271,9 +272,9 @@ def _safety_copy(policies: Policies, ledger: Path, now: datetime) -> Path:
         if Path(f"{ledger}{c}").is_file():
             tmp = folder / f".{final.name}{c}.partial"
             shutil.copyfile(f"{ledger}{c}", tmp)
-            _fsync(tmp)
+            fsync_file(tmp)
             os.replace(tmp, f"{final}{c}")
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return final
 
 
@@ -321,19 +322,3 @@ def _free_name(folder: Path, now: datetime, suffix: str) -> Path:
     while (folder / backup_name(now, suffix=suffix, n=n)).exists():
         n += 1
     return folder / backup_name(now, suffix=suffix, n=n)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

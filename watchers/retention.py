@@ -19,7 +19,6 @@ Every deletion is a ``deletions`` row, every alert an ``alerts`` row (none in a 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -39,6 +38,7 @@ from watchers.catalog import parse_ts, ts
 from watchers.clock import iso
 from watchers.config import Policies, RetentionSettings
 from watchers.errors import DashspoolError
+from watchers.files import sha256_file
 from watchers.ledger import Ledger, Video
 from watchers.spool import DEVICES, DONE_NAME_RE, DROPS, LEDGER_INBOX, Spool
 
@@ -302,14 +302,10 @@ def _raw_check(
 
 
 def _sha256(path: Path) -> str | None:
-    h = hashlib.sha256()
     try:
-        with open(path, "rb", buffering=0) as f:
-            while chunk := f.read(4 << 20):
-                h.update(chunk)
+        return sha256_file(path)
     except OSError:
         return None
-    return h.hexdigest()
 
 
 def inside(real_root: Path, rel: str) -> Path | None:

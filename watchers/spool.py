@@ -55,6 +55,7 @@ from watchers.errors import (
     NotFound,
     UnsafePath,
 )
+from watchers.files import fsync_file
 from watchers.sidecar import (
     DEVICE_ID_RE,
     FILE_NAME_RE,
@@ -216,7 +217,7 @@ class Spool:
                     shutil.copyfileobj(src, dst, 1 << 20)
         elif self.fsync:
             for name in staging.files:
-                _fsync_file(staging.local_dir / name)
+                fsync_file(staging.local_dir / name)
         sidecar = sidecar.model_copy(update={"files": tuple(staging.files), "stage": stage})
         b.write_bytes(f"{staging.rel}/{SIDECAR}", sidecar.encode(), fsync=self.fsync)
         if self.fsync:
@@ -857,11 +858,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -16,7 +16,6 @@ copies again) and a ``job.requeued`` ledger event. Nothing is ever deleted or mo
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -34,6 +33,7 @@ from watchers.archiving import ARCHIVE_PATH_RE, Alert
 from watchers.catalog import MAX_POINTS, TrackPoint, ts
 from watchers.config import Policies
 from watchers.errors import BadJob, ConfigError, StorageUnavailable
+from watchers.files import sha256_file
 from watchers.ledger import Ledger, StageAttempt, Video
 from watchers.sidecar import JOB_NAME_RE, Event, EventKind, Sidecar
 from watchers.spool import Spool
@@ -180,7 +180,7 @@ def _check_archived(root: Path, video: Video, report: Report, *, quick: bool) ->
             add(Finding(MISMATCH, str(clip), vid, detail))
         elif not quick:
             report.checked["hashed"] += 1
-            got = _sha256(clip)
+            got = sha256_file(clip)
             if got != video.sha256:
                 detail = f"sha256 {got[:12]}…, the ledger says {str(video.sha256)[:12]}…"
                 add(Finding(MISMATCH, str(clip), vid, detail))
@@ -236,14 +236,6 @@ def _check_tree(root: Path, pointed: set[str], known: set[str], report: Report) 
                 report.findings.append(
                     Finding(ORPHAN, str(p), p.name, f"{why}: check it, then move it out by hand")
                 )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------ repair
@@ -306,7 +298,7 @@ def _repair_one(
         return none(str(err))
     if not clip.is_file():
         return none(f"the raw clip {clip} is not there either")
-    if _sha256(clip) != video.sha256:
+    if sha256_file(clip) != video.sha256:
         return none(f"the raw clip {clip} does not hash to the video's sha256 either")
     m = re.match(r"^(.*)-([0-9a-f]{6})$", video.job)
     if not m or not JOB_NAME_RE.match(video.job):

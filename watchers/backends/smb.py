@@ -538,13 +538,23 @@ class SmbBackend(Backend):
 
     @contextmanager
     def open_read(self, rel: str) -> Iterator[BinaryIO]:
+        f = self._open_file(rel, "rb", folder="not a regular file")
+        try:
+            with self._mapped(rel):
+                yield cast(BinaryIO, f)
+        finally:
+            with contextlib.suppress(SMBException, OSError):
+                f.close()
+
+    def _open_file(self, rel: str, mode: str, *, folder: str) -> Any:
+        """Open a file (never a folder: BadJob saying ``folder``) with full sharing, like a
+        local file; FILE_OPEN_REPARSE_POINT opens a link itself, which is then refused."""
         path = self._unc(rel)
 
         def opener() -> Any:
-            # FILE_OPEN_REPARSE_POINT: open a link itself, never its target
             return smbclient.open_file(
                 path,
-                mode="rb",
+                mode=mode,
                 buffering=IO_CHUNK,
                 share_access="rwd",
                 file_type="file",
@@ -555,15 +565,12 @@ class SmbBackend(Backend):
         try:
             f = self._call(rel, opener)
         except IsADirectoryError:
-            raise BadJob(f"{rel}: not a regular file") from None
-        try:
-            if f.raw.fd.file_attributes & FileAttributes.FILE_ATTRIBUTE_REPARSE_POINT:
-                raise UnsafePath(f"{rel}: is a symbolic link (reparse point)")
-            with self._mapped(rel):
-                yield cast(BinaryIO, f)
-        finally:
+            raise BadJob(f"{rel}: {folder}") from None
+        if f.raw.fd.file_attributes & FileAttributes.FILE_ATTRIBUTE_REPARSE_POINT:
             with contextlib.suppress(SMBException, OSError):
                 f.close()
+            raise UnsafePath(f"{rel}: is a symbolic link (reparse point)")
+        return f
 
     # ------------------------------------------------------------------ writing
     def makedirs(self, rel: str) -> None:
@@ -580,26 +587,8 @@ class SmbBackend(Backend):
     def open_write(self, rel: str, *, fsync: bool) -> Iterator[BinaryIO]:
         """Create or truncate; ``fsync`` sends an SMB2 FLUSH (``Open.flush``) before the close,
         which Samba answers with an fsync (``strict sync = yes``, its default)."""
-        path = self._unc(rel)
-
-        def opener() -> Any:
-            return smbclient.open_file(
-                path,
-                mode="wb",
-                buffering=IO_CHUNK,
-                share_access="rwd",  # like a local file: readers are not locked out
-                file_type="file",
-                create_options=CreateOptions.FILE_OPEN_REPARSE_POINT,
-                **self._kw,
-            )
-
+        f = self._open_file(rel, "wb", folder="is a folder")
         try:
-            f = self._call(rel, opener)
-        except IsADirectoryError:
-            raise BadJob(f"{rel}: is a folder") from None
-        try:
-            if f.raw.fd.file_attributes & FileAttributes.FILE_ATTRIBUTE_REPARSE_POINT:
-                raise UnsafePath(f"{rel}: is a symbolic link (reparse point)")
             with self._mapped(rel):
                 yield cast(BinaryIO, f)
                 f.flush()
