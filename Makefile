@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-dev
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,edge]'
+	$(BIN)/pip install --quiet -e '.[dev,edge,web]'
 	# heavy stage on CPU: torch's CPU build first, Ultralytics without its dependencies (they
 	# would pull a CUDA torch), then those dependencies under constraints
 	$(BIN)/pip install --quiet torch==2.13.0
@@ -21,12 +21,18 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian tools the tests use: systemd-analyze (unit file checks), exiftool (the independent
-# oracle for the GPS readers), smbd (a throwaway Samba for the SMB backend's tests).
+# oracle for the GPS readers), smbd (a throwaway Samba for the SMB backend's tests), promtool
+# (checks /metrics and monitoring/), chromium + chromedriver (the web UI's browser tests), wrk
+# (bench/web.py's load generator).
 system-deps:
 	@missing=""; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
 	command -v smbd >/dev/null || [ -x /usr/sbin/smbd ] || missing="$$missing samba"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $$missing; \
 	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)" >&2; fi; fi
