@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+# the web UI's vendored front-end files (make web-assets)
+VENDOR := watchers/web/static/vendor/leaflet/leaflet.js
 
-.PHONY: install system-deps demo test test-fast lint format bench clean
+.PHONY: install web-assets system-deps demo test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +20,20 @@ $(STAMP): pyproject.toml
 	  psutil ultralytics-thop onnx onnxslim onnxruntime 'rapidocr==3.10.0' 'lap>=0.5.12'
 	touch $@
 
-install: $(STAMP)
+install: $(STAMP) $(VENDOR)
+
+# the web UI's front-end libraries (web/package-lock.json, pinned) from the npm registry, copied
+# into the package's static folder (git-ignored); pages never load anything from a CDN
+web-assets: $(VENDOR)
+
+$(VENDOR): web/package.json web/package-lock.json
+	cd web && npm ci --ignore-scripts --no-audit --no-fund
+	rm -rf watchers/web/static/vendor
+	mkdir -p watchers/web/static/vendor/leaflet
+	cp -R web/node_modules/leaflet/dist/leaflet.js web/node_modules/leaflet/dist/leaflet.css \
+	  web/node_modules/leaflet/dist/images web/node_modules/leaflet/LICENSE \
+	  watchers/web/static/vendor/leaflet/
+	touch $@
 
 # Debian tools the tests use: systemd-analyze (unit file checks), exiftool (the independent
 # oracle for the GPS readers), smbd (a throwaway Samba for the SMB backend's tests), promtool
@@ -61,6 +76,8 @@ bench: install
 	$(BIN)/python bench/preprocess.py
 	$(BIN)/python bench/heavy.py
 	$(BIN)/python bench/smb.py
+	$(BIN)/python bench/web.py
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache *.egg-info web/node_modules \
+	  watchers/web/static/vendor test-artifacts

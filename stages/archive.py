@@ -23,13 +23,12 @@ is copied again.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import math
-import os
+import posixpath
 import re
 import secrets
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -41,12 +40,12 @@ from stages import clip
 from stages import preview as media
 from stages.gps import track as gpstrack
 from stages.probe import probe_video
-from watchers.errors import PermanentError, TransientError
-from watchers.files import fsync_dir, fsync_file, sha256_file
+from watchers.errors import AlreadyExists, BadJob, NotFound, PermanentError, TransientError
+from watchers.files import fsync_file
 from watchers.sidecar import Sidecar
 from watchers.stage import Context, Stage
+from watchers.stores import Store
 
-CHUNK = 4 << 20
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 THUMB_RE = re.compile(r"^(track|plate)-\d{4,6}\.jpg$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -103,44 +102,50 @@ class ArchiveStage(Stage):
         day = clip.local(ingest.time.get("local")) or clip.utc(ingest.time.get("utc_start"))
         day = day or job.created_at
         folder = f"{day.year:04d}/{day.month:02d}/{day.day:02d}/{job.video_id}"
-        root = ctx.store_root("archive")
-        final = root / folder
+        store = ctx.store("archive")
+        b = store.backend
+        final = folder
         info = probe_video(video)
 
-        if final.is_dir():
-            self._repair_clip(video, final / name, sha256, ctx)
+        there = b.stat(final)
+        if there is not None and there.kind == "dir":
+            self._repair_clip(store, video, f"{final}/{name}", sha256, ctx)
             target = final
         else:
-            target = final.parent / f".{job.video_id}.partial-{ctx.device}"
-            if target.exists():
-                shutil.rmtree(target)  # our own half-built entry from a crash or a failed try
-            target.mkdir(parents=True)
+            target = f"{posixpath.dirname(final)}/.{job.video_id}.partial-{ctx.device}"
+            if b.stat(target) is not None:
+                b.remove_tree(target)  # our own half-built entry from a crash or a failed try
+            b.makedirs(target)
         try:
             if target != final:
-                self._copy_verified(video, target / name, sha256)
-            files = self._extras(job, ctx, target, video, info, found, problems)
-            track = _track_summary(target, ingest, found.get("labels", {}), problems)
+                self._copy_verified(store, video, f"{target}/{name}", sha256)
+            files = self._extras(job, ctx, store, target, video, info, found, problems)
+            track = _track_summary(store, target, ctx, ingest, found.get("labels", {}), problems)
             meta = _meta(job, ctx, name, sha256, video, ingest, found, files, track, problems)
             if target == final:
-                meta = _keep_known(meta, target / "meta.json")
-            _write_atomic(target / "meta.json", json.dumps(meta, indent=1).encode(), self._fsync)
+                meta = _keep_known(meta, store, f"{target}/meta.json")
+            body = json.dumps(meta, indent=1).encode()
+            _put_atomic(store, f"{target}/meta.json", body, self._fsync)
             if self._fsync:
-                fsync_dir(target)
+                b.fsync_dir(target)
         except BaseException:
             if target != final:  # our own half-built entry: nothing in it is anyone's yet
-                shutil.rmtree(target, ignore_errors=True)
+                with contextlib.suppress(Exception):
+                    b.remove_tree(target)
             raise
         if target != final:
             try:
-                os.rename(target, final)
-            except OSError:
-                if not final.is_dir():
+                b.rename(target, final)
+            except (AlreadyExists, PermissionError):
+                there = b.stat(final)
+                if there is None or there.kind != "dir":
                     raise
                 # another device finished the same entry first: check theirs, drop ours
-                self._repair_clip(video, final / name, sha256, ctx)
-                shutil.rmtree(target, ignore_errors=True)
+                self._repair_clip(store, video, f"{final}/{name}", sha256, ctx)
+                with contextlib.suppress(Exception):
+                    b.remove_tree(target)
             if self._fsync:
-                fsync_dir(final.parent)
+                b.fsync_dir(posixpath.dirname(final))
 
         rel = f"{folder}/{name}"
         ctx.set_ref("archive", "archive", rel)
@@ -148,7 +153,7 @@ class ArchiveStage(Stage):
             kind="archived",
             path=rel,
             sha256=sha256,
-            size_bytes=(final / name).stat().st_size,
+            size_bytes=store.file_size(rel),
             verified_at=_iso(datetime.now(timezone.utc)),
             readback=self._settings.readback,
             files=sorted(files),
@@ -162,46 +167,49 @@ class ArchiveStage(Stage):
     def _fsync(self) -> bool:
         return self._settings.fsync
 
-    def _copy_verified(self, src: Path, dst: Path, sha256: str) -> None:
+    def _copy_verified(self, store: Store, src: Path, dst: str, sha256: str) -> None:
         """Stream ``src`` to ``dst`` (through a temporary name), hashing what was read; read
         the copy back and hash it too. Both must be ``sha256``."""
-        tmp = dst.with_name(f".{dst.name}.partial-{secrets.token_hex(4)}")
-        sent = _copy_hashing(src, tmp, fsync=self._fsync)
+        tmp = _partial(dst)
+        sent = store.put(src, tmp, fsync=self._fsync)
         if sent != sha256:
-            tmp.unlink(missing_ok=True)
+            _remove(store, tmp)
             raise TransientError(
                 f"the raw clip {src.name} does not hash to its identity "
                 f"(read {sent[:12]}…, expected {sha256[:12]}…): the raw store copy is damaged"
             )
         if self._settings.readback:
-            back = sha256_file(tmp, uncached=True)
+            back = store.sha256(tmp, uncached=True)
             if back != sha256:
-                tmp.unlink(missing_ok=True)
+                _remove(store, tmp)
                 raise TransientError(
                     f"the archive copy of {src.name} reads back wrong "
                     f"({back[:12]}…, expected {sha256[:12]}…): the write was damaged"
                 )
-        os.replace(tmp, dst)
+        store.backend.replace(tmp, dst)
 
-    def _repair_clip(self, src: Path, dst: Path, sha256: str, ctx: Context) -> None:
+    def _repair_clip(self, store: Store, src: Path, dst: str, sha256: str, ctx: Context) -> None:
         """An entry exists already: keep its clip when it verifies, else set it aside (never
         deleted) and copy again."""
-        if dst.is_file():
-            if sha256_file(dst, uncached=True) == sha256:
+        if store.file_size(dst) is not None:
+            if store.sha256(dst, uncached=True) == sha256:
                 return
-            aside = dst.with_name(f"{dst.name}.corrupt-{ctx.now:%Y%m%dT%H%M%S}")
-            os.replace(dst, aside)
-            ctx.log.warning("the archived copy %s did not verify: kept as %s", dst, aside.name)
-        self._copy_verified(src, dst, sha256)
+            aside = f"{dst}.corrupt-{ctx.now:%Y%m%dT%H%M%S}"
+            store.backend.replace(dst, aside)
+            ctx.log.warning(
+                "the archived copy %s did not verify: kept as %s", dst, posixpath.basename(aside)
+            )
+        self._copy_verified(store, src, dst, sha256)
         if self._fsync:
-            fsync_dir(dst.parent)
+            store.backend.fsync_dir(posixpath.dirname(dst))
 
     # ---------------------------------------------------------------- the rest
     def _extras(
         self,
         job: Sidecar,
         ctx: Context,
-        target: Path,
+        store: Store,
+        target: str,
         video: Path,
         info: Any,
         found: dict[str, dict[str, Any]],
@@ -212,22 +220,23 @@ class ArchiveStage(Stage):
         files: dict[str, Any] = {}
         for name in ctx.inputs:
             if name in TRACK_FILES:
-                out = target / name
+                out = name
             elif THUMB_RE.match(name):
-                (target / "thumbs").mkdir(exist_ok=True)
-                out = target / "thumbs" / name
+                store.backend.makedirs(f"{target}/thumbs")
+                out = f"thumbs/{name}"
             else:
                 continue  # tracks.json, plates.json, frames: their content is in meta.json
             with ctx.open_input(name) as src:
-                _write_atomic(out, src.read(GPX_MAX_BYTES + 1)[:GPX_MAX_BYTES], self._fsync)
-            files[str(out.relative_to(target))] = "copied"
+                data = src.read(GPX_MAX_BYTES + 1)[:GPX_MAX_BYTES]
+            _put_atomic(store, f"{target}/{out}", data, self._fsync)
+            files[out] = "copied"
 
         at = _poster_time(found.get("labels", {}), info.duration_seconds)
         try:
             bgr = media.poster(video, at, max_side=s.poster_max_side_px)
             ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, s.poster_quality])
             if ok:
-                _write_atomic(target / "poster.jpg", jpeg.tobytes(), self._fsync)
+                _put_atomic(store, f"{target}/poster.jpg", jpeg.tobytes(), self._fsync)
                 files["poster.jpg"] = f"frame at {at:.2f} s"
         except PermanentError as err:
             problems.append(f"poster: {err}")
@@ -237,27 +246,33 @@ class ArchiveStage(Stage):
             p.mode == "auto"
             and media.needs_preview(info.codec, info.height, max_height=p.max_height)
         )
-        done = target / "preview.mp4"
-        if wanted and not done.is_file():
-            tmp = target / f".preview.mp4.partial-{secrets.token_hex(4)}"
+        done = f"{target}/preview.mp4"
+        have = store.file_size(done) is not None
+        if wanted and not have:
+            tmp = _partial(done)
+            # made in place on a local store; in scratch, then sent, on a remote one
+            out_path = store.local_path(tmp) or ctx.scratch / "preview.mp4"
             try:
                 made = media.make_preview(
                     video,
-                    tmp,
+                    out_path,
                     max_height=p.max_height,
                     crf=p.crf,
                     preset=p.preset,
                     threads=s.threads,
                 )
             except PermanentError as err:  # a clip cut short by a power loss: keep the clip
-                tmp.unlink(missing_ok=True)
+                out_path.unlink(missing_ok=True)
                 problems.append(str(err))
             else:
-                if self._fsync:
-                    fsync_file(tmp)
-                os.replace(tmp, done)
+                if store.local_root is None:
+                    store.put(out_path, tmp, fsync=self._fsync)
+                    out_path.unlink(missing_ok=True)
+                elif self._fsync:
+                    fsync_file(out_path)
+                store.backend.replace(tmp, done)
                 files["preview.mp4"] = f"H.264 {made.width}x{made.height}, {made.frames} frames"
-        elif done.is_file():
+        elif have:
             files["preview.mp4"] = "kept"
         return files
 
@@ -304,13 +319,19 @@ def _poster_time(labels: dict[str, Any], duration: float | None) -> float:
 
 
 def _track_summary(
-    target: Path, ingest: clip.IngestFacts, labels: dict[str, Any], problems: list[str]
+    store: Store,
+    target: str,
+    ctx: Context,
+    ingest: clip.IngestFacts,
+    labels: dict[str, Any],
+    problems: list[str],
 ) -> dict[str, Any] | None:
     """Points, times, length and bounding box of the clip's track (``track.gpx``)."""
-    gpx = target / "track.gpx"
+    rel = f"{target}/track.gpx"
     fixes: list[Any] = []
-    if gpx.is_file():
+    if store.file_size(rel) is not None:
         try:
+            gpx = store.fetch(rel, ctx.scratch / "entry")
             fixes = list(gpstrack.read_gpx(gpx, max_bytes=GPX_MAX_BYTES))
         except ValueError as err:
             problems.append(f"track.gpx: {err}")
@@ -387,12 +408,12 @@ def _meta(
     }
 
 
-def _keep_known(meta: dict[str, Any], old_path: Path) -> dict[str, Any]:
+def _keep_known(meta: dict[str, Any], store: Store, old_rel: str) -> dict[str, Any]:
     """A rerun whose job knows less than the entry (a repair rebuilt from the ledger after
     heavy's outputs aged out of the spool) keeps the entry's objects, plates and track."""
     try:
-        old = json.loads(old_path.read_bytes()[:META_MAX_BYTES])
-    except (OSError, ValueError):
+        old = json.loads(store.backend.read_bytes(old_rel, META_MAX_BYTES))
+    except (OSError, ValueError, NotFound, BadJob):
         return meta
     if not isinstance(old, dict) or (old.get("video_id"), old.get("sha256")) != (
         meta["video_id"],
@@ -407,28 +428,24 @@ def _keep_known(meta: dict[str, Any], old_path: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- files
-def _copy_hashing(src: Path, dst: Path, *, fsync: bool) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with open(src, "rb", buffering=0) as i, open(dst, "wb") as o:
-        while n := i.readinto(buf):
-            h.update(view[:n])
-            o.write(view[:n])
-        o.flush()
-        if fsync:
-            os.fsync(o.fileno())
-    return h.hexdigest()
+def _partial(rel: str) -> str:
+    """A temporary name beside ``rel`` (hidden, unique)."""
+    return f"{posixpath.dirname(rel)}/.{posixpath.basename(rel)}.partial-{secrets.token_hex(4)}"
 
 
-def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _remove(store: Store, rel: str) -> None:
+    with contextlib.suppress(NotFound):
+        store.backend.remove_file(rel)
+
+
+def _put_atomic(store: Store, rel: str, data: bytes, fsync: bool) -> None:
+    tmp = _partial(rel)
+    try:
+        store.backend.write_bytes(tmp, data, fsync=fsync)
+        store.backend.replace(tmp, rel)
+    except BaseException:
+        _remove(store, tmp)
+        raise
 
 
 def _safe_suffix(path: Path) -> str:

@@ -16,6 +16,7 @@ before (:class:`Duplicate` → ``inbox/duplicates/``) is never processed twice.
 from __future__ import annotations
 
 import json
+import posixpath
 import zoneinfo
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,8 +29,17 @@ from stages.gps import Fix, read_track
 from stages.gps import track as gpstrack
 from stages.probe import VideoInfo, probe_video
 from stages.rawstore import TRACKS, IndexEntry, RawStore
+from watchers import stores
 from watchers.config import Policies
-from watchers.errors import ConfigError, Duplicate, Rejected
+from watchers.errors import (
+    ConfigError,
+    DashspoolError,
+    Duplicate,
+    NotFound,
+    Rejected,
+    StorageUnavailable,
+    UnsafePath,
+)
 from watchers.files import sha256_file
 from watchers.sidecar import Sidecar
 from watchers.stage import Context, Stage
@@ -63,12 +73,15 @@ class IngestStage(Stage):
                 f"{policies.label}: stages.{self.name}.timezone: unknown time zone "
                 f"{s.timezone!r} (use an IANA name such as 'Europe/London')"
             ) from None
-        self.raw = RawStore(policies.path(policies.stores.raw), fsync=policies.spool.fsync)
+        self.raw = RawStore(stores.open_store(policies, stores.RAW), fsync=policies.spool.fsync)
         try:
             self.raw.check()
-        except OSError as err:
+        except (OSError, DashspoolError) as err:
+            if isinstance(err, StorageUnavailable):
+                raise  # the NAS is away: the watcher waits for it
+            why = err.strerror if isinstance(err, OSError) and err.strerror else err
             raise ConfigError(
-                f"{policies.label}: stores.raw: cannot write to {self.raw.root}: {err.strerror}"
+                f"{policies.label}: stores.raw: cannot write to {self.raw.where}: {why}"
             ) from None
 
     def drop_priority(self, path: str) -> int:
@@ -186,11 +199,12 @@ class IngestStage(Stage):
         offset = timedelta(seconds=self._settings.gpx_clock_offset_seconds)
         lo = start - offset - timedelta(seconds=1)
         hi = start - offset + timedelta(seconds=(info.duration_seconds or 60.0) + 1)
-        for path in self.raw.tracks_between(lo, hi):
+        for rel in self.raw.tracks_between(lo, hi):
             try:
+                path = self.raw.local_copy(rel, ctx.scratch / "tracks")
                 fixes = gpstrack.read_gpx(path, max_bytes=limit)
-            except (ValueError, OSError) as err:
-                problems.append(f"{path.name}: {err}")
+            except (ValueError, OSError, NotFound, UnsafePath) as err:
+                problems.append(f"{posixpath.basename(rel)}: {err}")
                 continue
             inside = tuple(f for f in fixes if lo <= f.time <= hi)
             cleaned, _ = gpstrack.clean(inside, max_speed_kmh=self._settings.max_speed_kmh)
@@ -209,10 +223,10 @@ class IngestStage(Stage):
             if self.raw.place(path, owner.raw_path):
                 return owner.raw_path
         # link first (exclusive, the name that is free), then own the content under that name
-        rel = self.raw.place_new(path, folder, base, sha)
+        rel, made = self.raw.place_new(path, folder, base, sha)
         owner = self.raw.claim(IndexEntry(sha, rel, job.job, job.source_path or job.source_name))
         if owner.job != job.job:  # another device filed the same content meanwhile
-            self.raw.unplace(path, rel)
+            self.raw.unplace(path, rel, made=made)
             self._refuse_seen(job, sha, owner)
         return rel
 

@@ -5,7 +5,9 @@ dropped twice under any name.
 The index is one small JSON file per content hash, ``<raw>/.index/ab/<sha256>.json``, created
 with an exclusive link: of two devices ingesting the same content, exactly one owns it. A file
 enters the store by a hard link from the claim folder (same filesystem: no copy, and the claim
-keeps its file until the job is complete, so a crash at any point is redone, not lost).
+keeps its file until the job is complete, so a crash at any point is redone, not lost); into a
+remote store (``smb://``) or across filesystems it is copied under a temporary name, synced, and
+renamed exclusively into place.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import contextlib
 import errno
 import json
 import os
+import posixpath
 import secrets
-import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from watchers.files import fsync_dir
+from watchers.errors import AlreadyExists, BadJob, NotFound, UnsafePath
+from watchers.stores import Store
 
 INDEX = ".index"
 TRACKS = "tracks"
@@ -37,31 +40,39 @@ class IndexEntry:
 
 
 class RawStore:
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
-        self.root = root
+    """The raw store over a :class:`~watchers.stores.Store`, local or remote. On a local store
+    a clip enters by hard link; on a remote one (or across filesystems) by a synced copy under
+    a temporary name, then an exclusive rename."""
+
+    def __init__(self, store: Store, *, fsync: bool = True) -> None:
+        self.store = store
+        self.backend = store.backend
         self.fsync = fsync
+
+    @property
+    def where(self) -> str:
+        return self.store.url
 
     def check(self) -> None:
         """Make the root and prove it writable (at start, not in the middle of a job)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        probe = self.root / f".write-test-{secrets.token_hex(4)}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        self.backend.makedirs("")
+        probe = f".write-test-{secrets.token_hex(4)}"
+        self.backend.write_bytes(probe, b"", fsync=False)
+        self.backend.remove_file(probe)
 
     # ------------------------------------------------------------------ index
     def owner(self, sha256: str) -> IndexEntry | None:
-        path = self._index_path(sha256)
         try:
-            raw = json.loads(path.read_bytes()[:65536])
+            raw = json.loads(self.backend.read_bytes(self._index_path(sha256), 65536))
             entry = IndexEntry(
                 sha256=sha256,
                 raw_path=self.inside(str(raw["raw_path"])),
                 job=str(raw["job"]),
                 source_path=str(raw.get("source_path", "")),
             )
-        except FileNotFoundError:
+        except NotFound:
             return None
-        except (ValueError, KeyError, TypeError):  # a torn or foreign file: treat as unowned
+        except (ValueError, KeyError, TypeError, BadJob):  # torn, foreign or huge: unowned
             return None
         return entry
 
@@ -76,138 +87,132 @@ class RawStore:
         """Record ``entry`` as the owner of its content, unless someone already is: returns
         the owner (``entry`` itself when this call won, or on a retry of the same job)."""
         path = self._index_path(entry.sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = posixpath.dirname(path)
+        self.backend.makedirs(folder)
         body = {
             "sha256": entry.sha256,
             "raw_path": entry.raw_path,
             "job": entry.job,
             "source_path": entry.source_path,
         }
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        self._write(tmp, json.dumps(body, indent=2).encode())
+        tmp = f"{folder}/.{entry.sha256}.{secrets.token_hex(4)}"
+        self.backend.write_bytes(tmp, json.dumps(body, indent=2).encode(), fsync=self.fsync)
         try:
-            os.link(tmp, path)
-        except FileExistsError:
+            self.backend.rename(tmp, path)  # exclusive: of racing devices exactly one wins
+        except AlreadyExists:
             found = self.owner(entry.sha256)
             if found is not None:
                 return found
-            os.replace(tmp, path)  # a torn entry left by a crash: ours now
-            tmp = None  # type: ignore[assignment]
+            self.backend.replace(tmp, path)  # a torn entry left by a crash: ours now
         finally:
-            if tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-        self._sync_dir(path.parent)
+            with contextlib.suppress(NotFound):
+                self.backend.remove_file(tmp)
+        self._sync_dir(folder)
         return entry
 
-    def _index_path(self, sha256: str) -> Path:
-        return self.root / INDEX / sha256[:2] / f"{sha256}.json"
+    def _index_path(self, sha256: str) -> str:
+        return f"{INDEX}/{sha256[:2]}/{sha256}.json"
 
     # ------------------------------------------------------------------ files
-    def place_new(self, src: Path, folder: str, name: str, sha256: str) -> str:
+    def place_new(self, src: Path, folder: str, name: str, sha256: str) -> tuple[str, bool]:
         """Put ``src`` at ``folder/name``, or at ``folder/<stem>-<hash>.<ext>`` when another
         file already has that name (two cameras, one name). Never replaces anything; a retry
-        that finds ``src`` already there is done. Returns where it went."""
+        that finds ``src`` already there is done. Returns where it went, and whether this call
+        put it there."""
         stem, dot, ext = name.rpartition(".")
         for rel in (
             f"{folder}/{name}",
             f"{folder}/{stem or ext}-{sha256[:8]}{dot}{ext if stem else ''}",
         ):
-            if self.place(src, rel):
-                return rel
+            placed = self.place(src, rel)
+            if placed:
+                return rel, placed == "made"
         raise FileExistsError(f"raw/{folder}/{name} and its alternative name are taken")
 
-    def place(self, src: Path, rel: str) -> bool:
-        """Link ``src`` at ``rel`` (a synced copy when links are impossible: another
-        filesystem, or one without hard links). False when ``rel`` holds another file."""
-        dst = self.root / self.inside(rel)
-        if dst.exists():
-            return _same_file(src, dst) or _same_content(src, dst)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dst)
-        except FileExistsError:
-            return _same_file(src, dst)
-        except OSError as err:
-            if err.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
-                raise
-            tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}")
+    def place(self, src: Path, rel: str) -> Literal["made", "there", ""]:
+        """Link ``src`` at ``rel`` (a synced copy when links are impossible: a remote store,
+        another filesystem, or one without hard links): "made"; "there" when ``rel`` already
+        holds these bytes; "" when it holds another file."""
+        rel = self.inside(rel)
+        if self.backend.stat(rel) is not None:
+            return "there" if self._same(src, rel) else ""
+        self.backend.makedirs(posixpath.dirname(rel))
+        dst = self.store.local_path(rel)
+        if dst is not None:
             try:
-                with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                    shutil.copyfileobj(fin, fout, 8 << 20)
-                    fout.flush()
-                    os.fsync(fout.fileno())
-                os.link(tmp, dst)  # exclusive: never over another clip
+                os.link(src, dst)
             except FileExistsError:
-                return _same_content(src, dst)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-        self._sync_dir(dst.parent)
-        return True
+                return "there" if _same_file(src, dst) else ""
+            except OSError as err:
+                if err.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                    raise
+            else:
+                self._sync_dir(posixpath.dirname(rel))
+                return "made"
+        tmp = f"{posixpath.dirname(rel)}/.{posixpath.basename(rel)}.{secrets.token_hex(4)}"
+        try:
+            self.store.put(src, tmp, fsync=True)
+            self.backend.rename(tmp, rel)  # exclusive: never over another clip
+        except AlreadyExists:
+            return "there" if self._same(src, rel) else ""
+        finally:
+            with contextlib.suppress(NotFound):
+                self.backend.remove_file(tmp)
+        self._sync_dir(posixpath.dirname(rel))
+        return "made"
 
-    def unplace(self, src: Path, rel: str) -> None:
-        """Remove our own link at ``rel`` (lost a race for the content to another device)."""
-        dst = self.root / self.inside(rel)
-        if _same_file(src, dst):
-            dst.unlink()
+    def unplace(self, src: Path, rel: str, *, made: bool) -> None:
+        """Remove our own file at ``rel`` (lost a race for the content to another device):
+        one this job put there, or our own hard link; never a file someone else made."""
+        rel = self.inside(rel)
+        dst = self.store.local_path(rel)
+        if made or (dst is not None and _same_file(src, dst)):
+            with contextlib.suppress(NotFound):
+                self.backend.remove_file(rel)
+
+    def _same(self, src: Path, rel: str) -> bool:
+        dst = self.store.local_path(rel)
+        return (dst is not None and _same_file(src, dst)) or self.store.same_content(src, rel)
 
     # ----------------------------------------------------------------- tracks
     def add_track_range(self, sha256: str, rel: str, start: datetime, end: datetime) -> None:
-        path = self.root / RANGES / f"{sha256[:16]}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = f"{RANGES}/{sha256[:16]}.json"
+        self.backend.makedirs(RANGES)
         body = {"path": rel, "start": start.isoformat(), "end": end.isoformat()}
-        tmp = path.with_name(f".{path.name}.tmp")
-        self._write(tmp, json.dumps(body).encode())
-        os.replace(tmp, path)
-        self._sync_dir(path.parent)
+        tmp = f"{RANGES}/.{sha256[:16]}.json.{secrets.token_hex(4)}"
+        self.backend.write_bytes(tmp, json.dumps(body).encode(), fsync=self.fsync)
+        self.backend.replace(tmp, path)
+        self._sync_dir(RANGES)
 
-    def tracks_between(self, start: datetime, end: datetime) -> list[Path]:
-        """Filed GPX tracks whose time range overlaps ``[start, end]`` (UTC)."""
-        out: list[Path] = []
-        folder = self.root / RANGES
-        if not folder.is_dir():
-            return out
-        for item in sorted(folder.glob("*.json")):
+    def tracks_between(self, start: datetime, end: datetime) -> list[str]:
+        """Filed GPX tracks (paths in the store) whose time range overlaps ``[start, end]``."""
+        out: list[str] = []
+        for item in sorted(self.backend.list(RANGES), key=lambda e: e.name):
+            if item.kind != "file" or item.name.startswith(".") or not item.name.endswith(".json"):
+                continue
             try:
-                raw: dict[str, Any] = json.loads(item.read_bytes()[:65536])
+                raw: dict[str, Any] = json.loads(
+                    self.backend.read_bytes(f"{RANGES}/{item.name}", 65536)
+                )
                 t0 = datetime.fromisoformat(raw["start"])
                 t1 = datetime.fromisoformat(raw["end"])
-                path = (self.root / self.inside(str(raw["path"]))).resolve()
-                if t0 <= end and t1 >= start and self.root.resolve() in path.parents:
-                    out.append(path)
-            except (OSError, ValueError, KeyError, TypeError):  # naive times included
-                continue
+                rel = self.inside(str(raw["path"]))
+                if t0 <= end and t1 >= start:
+                    self.store.resolved(rel)  # a local store: not out through a link
+                    out.append(rel)
+            except (NotFound, BadJob, UnsafePath, ValueError, KeyError, TypeError):
+                continue  # naive times included
         return out
 
+    def local_copy(self, rel: str, folder: Path) -> Path:
+        """A local path to read the stored file ``rel`` from (a copy under ``folder`` when
+        the store is remote)."""
+        return self.store.fetch(self.inside(rel), folder)
+
     # ---------------------------------------------------------------- helpers
-    def _write(self, path: Path, data: bytes) -> None:
-        with open(path, "wb") as f:
-            f.write(data)
-            if self.fsync:
-                f.flush()
-                os.fsync(f.fileno())
-
-    def _sync_dir(self, folder: Path) -> None:
-        if not self.fsync:
-            return
-        fsync_dir(folder)
-
-
-def _same_content(a: Path, b: Path) -> bool:
-    """Byte for byte (a copy made by an earlier attempt across filesystems)."""
-    try:
-        if a.stat().st_size != b.stat().st_size:
-            return False
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            while True:
-                x, y = fa.read(8 << 20), fb.read(8 << 20)
-                if x != y:
-                    return False
-                if not x:
-                    return True
-    except OSError:
-        return False
+    def _sync_dir(self, folder: str) -> None:
+        if self.fsync:
+            self.backend.fsync_dir(folder)
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -22,6 +22,7 @@ from test_preprocess import gpx_track
 import stages.archive as archive_stage
 from watchers.archiving import apply_archive, parse_archive
 from watchers.ledger import Video
+from watchers.stores import Store
 
 T0 = datetime(2026, 5, 13, 16, 0, 0, tzinfo=timezone.utc)
 NAME = "2026_0513_160000_000104F.MP4"
@@ -129,18 +130,21 @@ def test_preview_mode_never_and_always(run: Any, tmp_path: Path) -> None:
 def test_a_copy_that_reads_back_wrong_is_retried_then_failed_never_archived(
     run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = archive_stage._copy_hashing
+    real = Store.put
     tries: list[Path] = []
 
-    def flaky_disk(src: Path, dst: Path, *, fsync: bool) -> str:
-        sent = real(src, dst, fsync=fsync)
-        data = bytearray(dst.read_bytes())
-        data[len(data) // 2] ^= 0x01  # one bit flipped on its way to the platter
-        dst.write_bytes(bytes(data))
-        tries.append(dst)
+    def flaky_disk(self: Store, src: Path, rel: str, *, fsync: bool) -> str:
+        sent = real(self, src, rel, fsync=fsync)
+        if self.name == "archive":
+            dst = self.local_path(rel)
+            assert dst is not None
+            data = bytearray(dst.read_bytes())
+            data[len(data) // 2] ^= 0x01  # one bit flipped on its way to the platter
+            dst.write_bytes(bytes(data))
+            tries.append(dst)
         return sent
 
-    monkeypatch.setattr(archive_stage, "_copy_hashing", flaky_disk)
+    monkeypatch.setattr(Store, "put", flaky_disk)
     p = run(drive(tmp_path))
     assert len(tries) == 2, "retried in process once, then failed (max_attempts 1)"
     video = one_video(p)
@@ -216,9 +220,9 @@ def test_a_crash_leftover_is_cleared_and_the_entry_appears_whole(
     real = archive_stage.ArchiveStage._extras
     seen: list[list[str]] = []
 
-    def looking(self: Any, job: Any, ctx: Any, target: Path, *args: Any) -> Any:
-        seen.append(sorted(os.listdir(target.parent)))
-        return real(self, job, ctx, target, *args)
+    def looking(self: Any, job: Any, ctx: Any, store: Any, target: str, *args: Any) -> Any:
+        seen.append(sorted(os.listdir(store.local_root / target.rsplit("/", 1)[0])))
+        return real(self, job, ctx, store, target, *args)
 
     monkeypatch.setattr(archive_stage.ArchiveStage, "_extras", looking)
     leftover = tmp_path / "archive/2026/05/13"

@@ -169,6 +169,7 @@ def test_schema_is_strict_where_the_code_is() -> None:
     }
     good = {
         "spool": "/s",
+        "reachable": True,
         "generated_at": "2024-01-01T12:00:00+00:00",
         "drops_pending": 0,
         "ledger_backlog": 0,

@@ -74,7 +74,7 @@ def test_relative_paths_follow_the_file_and_spool_override_follows_the_cwd(
             "stages.lonely: not reachable from pipeline.entry",
         ),
         (PIPE + '[stages.heavy]\n[stages."Bad Name"]\n', "stage name 'Bad Name' must match"),
-        ('[stores]\narchive = "smb://u@nas/share"\n', "stores.archive: Value error, must be a"),
+        ('[stores]\narchive = "ftp://nas/share"\n', "stores.archive: Value error, 'ftp' is not a"),
         ('[backup]\ndir = "smb://u@nas/share"\n', "backup.dir: Value error, must be a local"),
         ('[backup]\ntime_utc = "2am"\n', "backup.time_utc: String should match pattern"),
         ("[retention]\ndone_days = { heavy = 0 }\n", "done_days.heavy: must be more than 0"),

@@ -449,8 +449,10 @@ def test_index_and_track_ranges_written_by_others_cannot_point_outside(tmp_path:
     from datetime import datetime, timezone
 
     from stages.rawstore import RawStore
+    from watchers.backends import LocalBackend
+    from watchers.stores import Store
 
-    store = RawStore(tmp_path / "raw")
+    store = RawStore(Store("raw", LocalBackend(tmp_path / "raw")))
     store.check()
     digest = "ab" * 32
     (tmp_path / "raw" / ".index" / "ab").mkdir(parents=True)

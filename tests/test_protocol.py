@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -416,3 +416,19 @@ def test_a_stage_cannot_point_a_ref_outside_its_root(spool: Spool, policies: Pol
     assert _worker(spool, policies, Escape).loop_once()
     assert listing(spool, "a/failed") == [job, f"{job}.error.json"]
     assert listing(spool, "b/inbox") == []
+
+
+def test_find_job_names_only_jobs_never_their_error_notes(spool: Spool) -> None:
+    """A requeue leaves ``<job>.error.json.requeued`` in failed/: a later lookup (a second
+    requeue) must not take that note for a job and move it to the inbox."""
+    job = "2026_0513_160000_000104F-0650f9"
+    failed = spool.backend.local_root / "a" / "failed"  # type: ignore[operator]
+    (failed / job).mkdir()
+    (failed / job / "job.json").write_text("{}")
+    (failed / f"{job}.error.json").write_text("{}")
+    (failed / f"{job}.error.json.requeued").write_text("{}")
+    (failed / f"{job}.error.json.requeued-1").write_text("{}")
+    (failed / ".hidden-0650f9").mkdir()
+    assert list(spool.find_job(["a"], "2026_0513")) == [("a", "failed", job)]
+    assert list(spool.find_job(["a"], "0650f9")) == [("a", "failed", job)]
+    assert spool.counts("a", datetime.now(timezone.utc))["failed"] == 1, "notes are no jobs"

@@ -162,7 +162,7 @@ def test_a_watcher_started_while_the_nas_is_away_waits_for_it(
     runner, thread = start_runner(spool, policies)
     try:
         time.sleep(1.5)
-        assert thread.is_alive() and runner.state == "starting"
+        assert thread.is_alive() and runner.state == "waiting-for-storage"
         samba.start()
         dropper = backend(samba, f"{folder}/late")
         deadline = time.monotonic() + WAIT

@@ -1,8 +1,8 @@
 """The whole pipeline over one SMB spool on a real Samba, as separate processes with their own
 device ids (two for preprocess) and the coordinator: 50 clips, and smbd stopped for 20 s in the
 middle. Every clip must be archived exactly once, nothing left in any work/ folder, and the
-ledger consistent. The stores (raw, archive) and the ledger are local folders here; only the
-spool is on the share."""
+ledger consistent. The spool and both stores (raw, archive) are on the share, as smb:// URLs;
+the ledger is a local file (the coordinator's own disk)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ DEVICES = [
 
 SETTINGS = """
 [spool]
-path = "{url}"
+path = "{url}/spool"
 settle_seconds = 0
 rescan_seconds = 2
 heartbeat_seconds = 1
@@ -52,6 +52,10 @@ in_process_max_seconds = 1
 defer_initial_seconds = 1
 defer_max_seconds = 4
 max_attempts = 10
+
+[stores]
+raw = "{url}/raw"
+archive = "{url}/archive"
 
 [coordinator]
 ingest_interval_seconds = 0.5
@@ -121,7 +125,7 @@ def test_fifty_clips_through_five_processes_and_a_nas_outage(
 ) -> None:
     monkeypatch.delenv(CREDENTIALS_ENV, raising=False)
     cfg = tmp_path / "policies.toml"
-    cfg.write_text(SETTINGS.format(url=f"{samba.url}/spool"))
+    cfg.write_text(SETTINGS.format(url=samba.url))
     (samba.share_dir / "spool").mkdir()
     os.chown(samba.share_dir / "spool", *_ids(samba.share_dir))
     env = {
@@ -211,7 +215,10 @@ def test_fifty_clips_through_five_processes_and_a_nas_outage(
         videos = archived(ledger_path)
         assert sorted(v.sha256 for v in videos) == sorted(truth)
         assert all(v.archive_sha256 == v.sha256 for v in videos)
-        archive = tmp_path / "archive"
+        archive = samba.share_dir / "archive"
+        assert not (tmp_path / "archive").exists() and not (tmp_path / "raw").exists()
+        raw = [p for p in (samba.share_dir / "raw").rglob("*.MP4") if ".index" not in p.parts]
+        assert len(raw) == CLIPS, "every clip filed once in the raw store on the share"
         entries = [p for p in archive.glob("*/*/*/*") if p.is_dir()]
         assert len(entries) == CLIPS and not [p for p in entries if p.name.startswith(".")]
         for v in videos:

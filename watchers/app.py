@@ -5,13 +5,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from watchers import runstate
 from watchers.backends import open_backend
 from watchers.clock import iso, utcnow
 from watchers.config import Policies
 from watchers.errors import ConfigError
 from watchers.spool import Spool, check_device_id
+from watchers.stores import Store, open_stores
 from watchers.worker import Worker
 
 if TYPE_CHECKING:  # the ledger pulls in sqlalchemy: imported only by the commands that use it
@@ -21,10 +24,7 @@ if TYPE_CHECKING:  # the ledger pulls in sqlalchemy: imported only by the comman
 
 def open_spool(policies: Policies) -> Spool:
     backend = open_backend(policies.spool_url)
-    roots = {
-        "raw": policies.path(policies.stores.raw),
-        "archive": policies.path(policies.stores.archive),
-    }
+    roots: dict[str, Store | Path] = dict(open_stores(policies))
     if backend.local_root is not None:
         roots["spool"] = backend.local_root
     s = policies.spool
@@ -96,12 +96,9 @@ def device_state(
     return str(rec.get("state") or "running"), age
 
 
-def status(spool: Spool, policies: Policies, now: datetime | None = None) -> dict[str, Any]:
-    """What ``dashspool status --json`` prints (schema: docs/status.schema.json)."""
-    now = now or utcnow()
-    stages = {name: spool.counts(name, now) for name in policies.order()}
+def _devices(records: Iterable[dict[str, Any]], policies: Policies, now: datetime) -> list[Any]:
     devices = []
-    for rec in sorted(spool.devices(), key=lambda r: r["device_id"]):
+    for rec in sorted(records, key=lambda r: str(r["device_id"])):
         state, age = device_state(rec, policies, now)
         devices.append(
             {
@@ -117,11 +114,56 @@ def status(spool: Spool, policies: Policies, now: datetime | None = None) -> dic
                 "jobs": rec.get("jobs", {}),
             }
         )
+    return devices
+
+
+def _local_beats(spool_url: str) -> dict[str, dict[str, Any]]:
+    """This machine's watchers' own heartbeat copies (watchers/runstate.py)."""
+    out = {}
+    for rec in runstate.read_all(spool_url):
+        try:
+            rec["last_beat_at"] = datetime.fromisoformat(str(rec["last_beat"]))
+        except (KeyError, ValueError):
+            continue
+        out[str(rec["device_id"])] = rec
+    return out
+
+
+def status(spool: Spool, policies: Policies, now: datetime | None = None) -> dict[str, Any]:
+    """What ``dashspool status --json`` prints (schema: docs/status.schema.json). A watcher on
+    this machine whose own heartbeat copy is newer than the spool's (it cannot write there: it
+    is waiting for storage) is shown as that copy says."""
+    now = now or utcnow()
+    stages = {name: spool.counts(name, now) for name in policies.order()}
+    records = {str(r["device_id"]): r for r in spool.devices()}
+    for device, rec in _local_beats(spool.backend.url).items():
+        theirs = records.get(device, {}).get("last_beat_at")
+        if theirs is None or rec["last_beat_at"] > theirs:
+            records[device] = rec
     return {
         "spool": spool.backend.url,
+        "reachable": True,
         "generated_at": iso(now),
         "drops_pending": len(spool.drops()),
         "ledger_backlog": spool.ledger_backlog(),
         "stages": stages,
-        "devices": devices,
+        "devices": _devices(records.values(), policies, now),
+    }
+
+
+def status_unreachable(
+    spool: Spool, policies: Policies, problem: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """Status while the spool cannot be read: no counts, and the devices this machine knows of
+    itself (its watchers' own heartbeat copies)."""
+    now = now or utcnow()
+    return {
+        "spool": spool.backend.url,
+        "reachable": False,
+        "problem": problem,
+        "generated_at": iso(now),
+        "drops_pending": None,
+        "ledger_backlog": None,
+        "stages": {},
+        "devices": _devices(_local_beats(spool.backend.url).values(), policies, now),
     }

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +31,6 @@ from watchers import app as wiring
 from watchers.clock import iso, utcnow
 from watchers.config import Policies, load
 from watchers.errors import ConfigError, NotFound, Shutdown, StorageUnavailable
-from watchers.sidecar import Event, EventKind
 from watchers.watch import Runner
 
 EXIT_ERROR, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_STORAGE, EXIT_ABORTED = 1, 3, 4, 5, 130
@@ -278,13 +278,29 @@ def status(as_json: JsonOpt = False) -> None:
     p = state.policies
     spool = wiring.open_spool(p)
     now = utcnow()
-    data = wiring.status(spool, p, now)
+    try:
+        data = wiring.status(spool, p, now)
+    except StorageUnavailable as e:  # what this machine knows without the spool; exit 5
+        data = wiring.status_unreachable(spool, p, str(e), now)
     alerts = _recent_alerts(p, now)
     if alerts is not None:
         data["alerts"] = alerts
     if as_json:
         _print_json(data)
-        return
+    else:
+        _print_status(data)
+    if not data["reachable"]:
+        err.print(Text(f"dashspool: storage unavailable: {data['problem']}"))
+        raise typer.Exit(EXIT_STORAGE)
+
+
+def _print_status(data: dict[str, Any]) -> None:
+    alerts = data.get("alerts")
+    if not data["reachable"]:
+        out.print(
+            Text(f"spool {data['spool']}  ·  UNREACHABLE: {data['problem']}", style="bold red")
+        )
+        out.print("devices below: this machine's own watchers, from their local heartbeat copies")
     t = Table(
         title=f"spool {data['spool']}  ·  drops waiting: {data['drops_pending']}  ·  "
         f"ledger backlog: {data['ledger_backlog']}"
@@ -298,7 +314,8 @@ def status(as_json: JsonOpt = False) -> None:
             _age(c["oldest_pending_age_seconds"]),
             "PAUSED" if c["paused"] else "",
         )
-    out.print(t)
+    if data["reachable"]:
+        out.print(t)
     d = Table(title="devices")
     for col in ("device", "stage", "state", "last beat", "job", "host"):
         d.add_column(col)
@@ -336,6 +353,22 @@ def status(as_json: JsonOpt = False) -> None:
         for r in alerts:
             a.add_row(r["at"], r["level"], r["source"], Text(r["message"]))
         out.print(a)
+
+
+@cli.command()
+def health(as_json: JsonOpt = False) -> None:
+    """Check the alert thresholds (policies.toml, health section) once: pending jobs and
+    their age per stage, silent devices, free space of the spool and stores, the ledger's
+    backlog. One line per problem; exit 0 ok, 1 warning, 2 critical (3: configuration error)."""
+    from watchers import health as health_mod
+
+    report = health_mod.check(state.policies, utcnow())
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        for line in report.lines():
+            out.print(Text(line), soft_wrap=True)
+    raise typer.Exit(int(report.level))
 
 
 def _ledger() -> Any:
@@ -506,6 +539,13 @@ def _place(r: dict[str, Any]) -> str:
     return "-" if r["lat"] is None else f"{r['lat']:.5f},{r['lon']:.5f}"
 
 
+class PlateMatchOpt(str, Enum):
+    PREFIX = "prefix"
+    EXACT = "exact"
+    PARTIAL = "partial"
+    FUZZY = "fuzzy"
+
+
 @ledger_cli.command("plates")
 def ledger_plates(
     text: Annotated[
@@ -515,6 +555,14 @@ def ledger_plates(
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 100,
+    match: Annotated[
+        PlateMatchOpt,
+        typer.Option(
+            "--match",
+            help="prefix: plates that start with TEXT; exact; partial: that contain it; "
+            "fuzzy: TEXT with one OCR confusion allowed (0/O, 8/B, 1/I, 5/S, 2/Z...).",
+        ),
+    ] = PlateMatchOpt.PREFIX,
     as_json: JsonOpt = False,
 ) -> None:
     """Where and when a plate was seen: plates read by heavy, newest first."""
@@ -531,7 +579,7 @@ def ledger_plates(
         *_fields("reads", "trip_id"),
         ("where", _place),
     ]
-    _show(_rows(_ledger().plates(text, limit)), columns, as_json=as_json)
+    _show(_rows(_ledger().plates(text, limit, match.value)), columns, as_json=as_json)
 
 
 @ledger_cli.command("detections")
@@ -742,44 +790,14 @@ def requeue(
     as_json: JsonOpt = False,
 ) -> None:
     """Put a failed or deferred job back in its stage's inbox, attempts reset."""
+    from watchers import actions
+
     p = state.policies
-    if stage not in p.stages:
-        raise ConfigError(f"{p.label}: no stage named {stage!r}")
-    spool = wiring.open_spool(p)
-    matches = [m for m in spool.find_job([stage], video) if m[1] in ("failed", "deferred")]
-    if not matches:
-        done = [m for m in spool.find_job([stage], video) if m[1] in ("inbox", "done")]
-        hint = f" (it is in {stage}/{done[0][1]}/)" if done else ""
-        raise NotFound(f"no failed or deferred job matching {video!r} in {stage}{hint}")
-    if len(matches) > 1:
-        raise NotFound(f"{video!r} matches {len(matches)} jobs: {', '.join(m[2] for m in matches)}")
-    _, queue, job = matches[0]
-    rel = f"{stage}/{queue}/{job}"
-    now = utcnow()
-    sidecar = None
-    try:
-        sidecar = spool.read_sidecar_at(rel)
-        spool.write_sidecar_at(rel, sidecar.model_copy(update={"attempts": 0, "not_before": None}))
-    except Exception as e:  # a broken job still goes back; its claim will fail it again
-        log.warning("%s: sidecar not reset: %s", job, e)
-    spool.move_to_inbox(stage, queue, job)
-    spool.emit(
-        Event(
-            event_id=Event.random_id(),
-            kind=EventKind.JOB_REQUEUED,
-            at=now,
-            device="cli",
-            stage=stage,
-            job=job,
-            video_id=sidecar.video_id if sidecar else None,
-            data={"from": queue},
-        )
-    )
-    result = {"job": job, "stage": stage, "from": queue, "to": "inbox"}
+    result = actions.requeue(wiring.open_spool(p), p, video, stage)
     if as_json:
         _print_json(result)
     else:
-        out.print(f"requeued {job}: {stage}/{queue} -> {stage}/inbox")
+        out.print(f"requeued {result['job']}: {stage}/{result['from']} -> {stage}/inbox")
 
 
 @cli.command()
@@ -790,21 +808,49 @@ def pause(
     reason: Annotated[str, typer.Option("--reason", help="Written into the PAUSED file.")] = "",
 ) -> None:
     """Pause a stage: creates <stage>/PAUSED, visible with ls."""
+    from watchers import actions
+
     p = state.policies
-    if stage not in p.stages:
-        raise ConfigError(f"{p.label}: no stage named {stage!r}")
-    wiring.open_spool(p).pause(stage, f"paused {iso(utcnow())} {reason}".strip())
+    actions.pause(wiring.open_spool(p), p, stage, reason)
     out.print(f"{stage} paused")
 
 
 @cli.command()
 def resume(stage: Annotated[str, typer.Argument(help="Stage to resume.")]) -> None:
     """Resume a paused stage (removes <stage>/PAUSED)."""
+    from watchers import actions
+
     p = state.policies
-    if stage not in p.stages:
-        raise ConfigError(f"{p.label}: no stage named {stage!r}")
-    was = wiring.open_spool(p).resume(stage)
+    was = actions.resume(wiring.open_spool(p), p, stage)
     out.print(f"{stage} resumed" if was else f"{stage} was not paused")
+
+
+@cli.command()
+def web(
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Address to listen on (default [web] host: 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port (default [web] port: 8080)."),
+    ] = None,
+) -> None:
+    """The web UI and its JSON API (docs/web.md). Beyond loopback it needs a token:
+    $DASHSPOOL_WEB_TOKEN or a file named by $DASHSPOOL_WEB_TOKEN_FILE."""
+    import uvicorn
+
+    from watchers.web import LOOPBACK_HOSTS, create_app
+    from watchers.web.security import check_bind, is_loopback, load_token
+
+    p = state.policies
+    bind = host or p.web.host
+    token = load_token()
+    check_bind(bind, token)
+    app = create_app(p, token=token, allowed_hosts=LOOPBACK_HOSTS if is_loopback(bind) else None)
+    mode = "actions need the token" if token else "read-only (no token)"
+    log.info("web UI on http://%s:%d/ (%s)", bind, port or p.web.port, mode)
+    uvicorn.run(app, host=bind, port=port or p.web.port, log_level="warning", access_log=False)
 
 
 @cli.command()
@@ -880,14 +926,10 @@ def check_config(as_json: JsonOpt = False) -> None:
 
     stages = REGISTRY.build(p)
     for s in stages.values():
-        s.setup(p)
-    checks = [_check_spool(p)]
-    for what, value in (
-        ("stores.raw", p.stores.raw),
-        ("stores.archive", p.stores.archive),
-        ("ledger", str(p.ledger_path.parent)),
-        ("backup.dir", p.backup.dir),
-    ):
+        with contextlib.suppress(StorageUnavailable):  # a store away: its check below says so
+            s.setup(p)
+    checks = [_check_spool(p), _check_store(p, "raw"), _check_store(p, "archive")]
+    for what, value in (("ledger", str(p.ledger_path.parent)), ("backup.dir", p.backup.dir)):
         checks.append(_check_folder(p, what, value))
     result: dict[str, Any] = {
         "config": p.label,
@@ -920,22 +962,58 @@ def check_config(as_json: JsonOpt = False) -> None:
 def _check_spool(p: Policies) -> dict[str, Any]:
     """Reach the spool, lay it out and write, rename and remove a probe there."""
     check: dict[str, Any] = {"what": "spool", "where": p.spool_url, "ok": False}
-    try:
+
+    def probe() -> None:
         spool = wiring.open_spool(p)
         check["where"] = spool.backend.url  # an SMB URL as shown: never with a password
         try:
             spool.ensure_layout(p.order())
-            probe = f".tmp/check-config~{os.getpid()}"
-            spool.backend.write_bytes(probe, b"ok", fsync=True)
-            spool.backend.rename(probe, f"{probe}.renamed")
-            spool.backend.remove_file(f"{probe}.renamed")
+            _probe_writes(spool.backend, ".tmp")
             if spool.backend.local_root is not None:
                 how = "inotify" if spool.backend.watchable else "polling (a network mount)"
             else:
                 how = "the server's change notification"
             check.update(ok=True, detail=f"writable; new jobs seen through {how}")
         finally:
+            for store in spool.stores.values():
+                store.backend.close()
             spool.backend.close()
+
+    return _checked(check, probe)
+
+
+def _check_store(p: Policies, name: str) -> dict[str, Any]:
+    """Reach a store (a folder or an smb:// URL), make its root, write, rename and remove a
+    probe there."""
+    from watchers import stores
+
+    check: dict[str, Any] = {"what": f"stores.{name}", "where": stores.location(p, name)}
+    check["ok"] = False
+
+    def probe() -> None:
+        store = stores.open_store(p, name)
+        check["where"] = store.url
+        try:
+            store.backend.makedirs("")
+            _probe_writes(store.backend, "")
+            check.update(ok=True, detail="writable")
+        finally:
+            store.backend.close()
+
+    return _checked(check, probe)
+
+
+def _probe_writes(backend: Any, folder: str) -> None:
+    probe = f"{folder}/.check-config~{os.getpid()}".lstrip("/")
+    backend.write_bytes(probe, b"ok", fsync=True)
+    backend.rename(probe, f"{probe}.renamed")
+    backend.remove_file(f"{probe}.renamed")
+
+
+def _checked(check: dict[str, Any], probe: Callable[[], None]) -> dict[str, Any]:
+    """Run ``probe``; what goes wrong becomes the check's ``problem``, in words."""
+    try:
+        probe()
     except StorageUnavailable as e:
         check.update(problem=f"unreachable: {e}", unreachable=True)
     except ConfigError as e:

@@ -58,17 +58,25 @@ class RetrySettings(Strict):
 def _local_folder(value: str) -> str:
     if "://" in value:
         raise ValueError(
-            "must be a local or mounted folder (only spool.path may be an smb:// URL for now): "
-            "mount the share and give its path"
+            "must be a local or mounted folder (the spool and the stores may be smb:// URLs, "
+            "not this): mount the share and give its path"
         )
     return value
 
 
+def _store_location(value: str) -> str:
+    """A folder, or a URL of a storage scheme the backends know (checked again when opened)."""
+    if "://" in value and value.split("://", 1)[0] not in ("file", "smb"):
+        raise ValueError(f"{value.split('://', 1)[0]!r} is not a storage scheme (file, smb)")
+    return value
+
+
 class StoreSettings(Strict):
+    # a local or mounted folder (relative: to policies.toml's folder), or smb://user@host/share/path
     raw: str = "raw"
     archive: str = "archive"
 
-    _local = field_validator("raw", "archive")(_local_folder)
+    _where = field_validator("raw", "archive")(_store_location)
 
 
 class LedgerSettings(Strict):
@@ -110,6 +118,36 @@ class BackupSettings(Strict):
     _local = field_validator("dir")(_local_folder)
     time_utc: str = Field("02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     keep_days: float = Field(30.0, gt=0)
+
+
+class WebSettings(Strict):
+    """``[web]``: ``dashspool web`` (the token is never a setting: see docs/web.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    # map tiles, e.g. "https://tiles.example/{z}/{x}/{y}.png"; empty: the track on a blank map
+    tile_url: str = Field("", pattern=r"^(https?://[^\s\"'<>]+)?$")
+    tile_attribution: str = Field("", max_length=200)
+    page_size: int = Field(100, ge=1, le=1000)
+
+
+class HealthSettings(Strict):
+    """``[health]``: what ``dashspool health`` calls a problem (the owner's alert thresholds;
+    monitoring/rules/dashspool.rules.yml holds the same numbers for Prometheus)."""
+
+    # warning: more jobs than this waiting in one stage's inbox
+    max_pending_jobs: int = Field(10, ge=0)
+    # critical: a job waiting in an inbox for longer than this
+    max_pending_age_seconds: float = Field(86400.0, gt=0)
+    # warning: a device (not stopped cleanly) with no heartbeat for longer than this
+    device_silent_seconds: float = Field(3600.0, gt=0)
+    # warning: the indoor NAS (the spool, the raw store) with less free space than this
+    spool_min_free_percent: float = Field(10.0, ge=0, lt=100)
+    raw_min_free_percent: float = Field(10.0, ge=0, lt=100)
+    # critical: the archive NAS with less free space than this
+    archive_min_free_percent: float = Field(5.0, ge=0, lt=100)
+    # warning: an event file waiting in ledger/inbox/ for longer than this (coordinator down?)
+    ledger_max_lag_seconds: float = Field(3600.0, gt=0)
 
 
 class PipelineSettings(Strict):
@@ -192,6 +230,8 @@ class Policies(Strict):
     coordinator: CoordinatorSettings = CoordinatorSettings()
     retention: RetentionSettings = RetentionSettings()
     backup: BackupSettings = BackupSettings()
+    health: HealthSettings = HealthSettings()
+    web: WebSettings = WebSettings()
     pipeline: PipelineSettings = PipelineSettings()
     stages: dict[str, StageTable] = Field(default_factory=_default_stages)
 

@@ -289,9 +289,41 @@ def _clip(video: Any) -> dict[str, Any]:
     }
 
 
-def find_plates(s: Session, text: str | None, limit: int) -> list[PlateHit]:
-    """Plates whose key starts with ``text``'s key (all plates when None), newest first: by the
-    plate's UTC time, else its clip's UTC start; clips with neither last, by local time."""
+PlateMatch = Literal["exact", "prefix", "partial", "fuzzy"]
+# characters OCR mistakes for each other on plates: a fuzzy search tries each swap
+CONFUSABLE = ("0ODQ", "1IL", "2Z", "5S", "6G", "8B")
+_SWAPS = {ch: group.replace(ch, "") for group in CONFUSABLE for ch in group}
+MAX_VARIANTS = 200  # a 32-character key of confusable characters: 32 x 3 + 1
+
+
+def plate_variants(key: str) -> list[str]:
+    """``key`` and every key that differs from it in one confusable character (``AB12`` →
+    ``AB12``, ``A812``, ``ABI2``, ``ABL2``, ``AB1Z``): what a fuzzy search looks up."""
+    out = [key]
+    for i, ch in enumerate(key):
+        out += [key[:i] + other + key[i + 1 :] for other in _SWAPS.get(ch, "")]
+    return out[:MAX_VARIANTS]
+
+
+def find_plates(
+    s: Session,
+    text: str | None,
+    limit: int,
+    *,
+    match: PlateMatch = "prefix",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    trip: str | None = None,
+    video_id: str | None = None,
+) -> list[PlateHit]:
+    """Plates whose key matches ``text``'s key (all plates when None), newest first: by the
+    plate's UTC time, else its clip's UTC start; clips with neither last, by local time.
+
+    ``match``: ``exact`` (the whole key), ``prefix`` (keys that start with it), ``partial``
+    (keys that contain it), ``fuzzy`` (the whole key, or one that differs in one character OCR
+    confuses, such as 0/O or 8/B: each variant is one lookup on the key index, never a scan).
+    ``since``/``until`` bound the plate's UTC time (plates without one are left out then);
+    ``trip`` (id or unique prefix) and ``video_id`` narrow it to one trip or one clip."""
     from watchers.ledger import Video
 
     when = func.coalesce(col(Plate.utc), col(Video.start_utc))
@@ -300,8 +332,22 @@ def find_plates(s: Session, text: str | None, limit: int) -> list[PlateHit]:
         key = plate_key(text)
         if not key:
             raise ValueError(f"{text!r} has no letter or digit to search for")
-        # a range on the index: every key that starts with ``key`` sorts inside it
-        q = q.where(col(Plate.text) >= key, col(Plate.text) < key + "\U0010ffff")
+        if match == "exact":
+            q = q.where(Plate.text == key)
+        elif match == "fuzzy":
+            q = q.where(col(Plate.text).in_(plate_variants(key)))
+        elif match == "partial":
+            q = q.where(func.instr(col(Plate.text), key) > 0)
+        else:  # a range on the index: every key that starts with ``key`` sorts inside it
+            q = q.where(col(Plate.text) >= key, col(Plate.text) < key + "\U0010ffff")
+    if since is not None:
+        q = q.where(col(Plate.utc) >= ts(since))
+    if until is not None:
+        q = q.where(col(Plate.utc) < ts(until))
+    if trip is not None:
+        q = q.where(Video.trip_id == trip_id(s, trip))
+    if video_id is not None:
+        q = q.where(Plate.video_id == video_id)
     q = q.order_by(
         when.is_(None),
         when.desc(),

@@ -419,10 +419,13 @@ class Ledger:
             return trip, list(clips), catalog.trip_points(s, trip.trip_id)
 
     # labels (watchers/labels.py): what heavy found
-    def plates(self, text: str | None = None, limit: int = 100) -> list[labels.PlateHit]:
-        """Plates starting with ``text`` (case, spaces and dashes ignored), newest first."""
+    def plates(
+        self, text: str | None = None, limit: int = 100, match: labels.PlateMatch = "prefix"
+    ) -> list[labels.PlateHit]:
+        """Plates matching ``text`` (case, spaces and dashes ignored; ``match``: exact, prefix,
+        partial or fuzzy, see :func:`labels.find_plates`), newest first."""
         with self.reading() as s:
-            return labels.find_plates(s, text, limit)
+            return labels.find_plates(s, text, limit, match=match)
 
     def detections(
         self,

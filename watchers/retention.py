@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
-import stat
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -33,14 +31,15 @@ from typing import Any
 
 from sqlmodel import col, func, select
 
+from watchers import stores
 from watchers.archiving import Alert, Deletion
 from watchers.catalog import parse_ts, ts
 from watchers.clock import iso
 from watchers.config import Policies, RetentionSettings
-from watchers.errors import DashspoolError
-from watchers.files import sha256_file
+from watchers.errors import BadJob, DashspoolError, NotFound, StorageUnavailable, UnsafePath
 from watchers.ledger import Ledger, Video
 from watchers.spool import DEVICES, DONE_NAME_RE, DROPS, LEDGER_INBOX, Spool
+from watchers.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +127,13 @@ def sweep(
     now = _utc(now)
     r = policies.retention
     result = SweepResult(now=now, dry_run=dry_run)
-    raw_root = spool.roots.get(RAW) or policies.path(policies.stores.raw)
-    archive_root = spool.roots.get(ARCHIVE) or policies.path(policies.stores.archive)
+    raw_store = spool.stores.get(RAW) or stores.open_store(policies, RAW)
+    archive_store = spool.stores.get(ARCHIVE) or stores.open_store(policies, ARCHIVE)
+    raw_root, archive_root = raw_store.url, archive_store.url
 
-    raw = _plan_raw(ledger, r, raw_root, archive_root, now, result.kept)
+    raw = _plan_raw(ledger, r, raw_store, archive_store, now, result.kept)
     chosen = [c.item for c in raw.due]
-    space = _space(raw_root, disk_usage)
+    space = _space(raw_store, disk_usage)
     if space is not None and space.percent < r.raw_min_free_percent:
         extra, note = _make_room(space, r.raw_min_free_percent, chosen, raw.spare)
         chosen += extra
@@ -156,7 +156,7 @@ def sweep(
     jobs, total_jobs = _plan_spool(spool, policies, now, result.kept)
     _guard(result, SPOOL, "finished jobs in done/", jobs, total_jobs, r, allow_mass_delete)
 
-    space = _space(archive_root, disk_usage)
+    space = _space(archive_store, disk_usage)
     if space is not None and space.percent < r.archive_min_free_percent:
         result.alerts.append(
             Notice(
@@ -175,10 +175,12 @@ def sweep(
         for item in result.planned:
             try:
                 if item.store == RAW:
-                    _delete_raw(ledger, raw_root, archive_root, item, now)
+                    _delete_raw(ledger, raw_store, archive_store, item, now)
                 else:
                     _delete_job(ledger, spool, item, now)
             except (OSError, ValueError, DashspoolError) as err:  # one item; ledger errors: all
+                if isinstance(err, StorageUnavailable):
+                    raise  # the NAS went away: the sweep stops, the next one starts over
                 log.warning("retention: %s %s not deleted: %s", item.store, item.path, err)
                 result.failed.append((item, str(err) or type(err).__name__))
                 continue
@@ -231,8 +233,8 @@ def _guard(
 def _plan_raw(
     ledger: Ledger,
     r: RetentionSettings,
-    root: Path,
-    archive_root: Path,
+    raw_store: Store,
+    archive_store: Store,
     now: datetime,
     kept: Counter[str],
 ) -> _RawPlan:
@@ -252,9 +254,8 @@ def _plan_raw(
         ).all()
     if plan.total > len(rows):
         kept["raw: not archived"] += plan.total - len(rows)
-    real_root = root.resolve()
     for v in rows:
-        why, size = _raw_check(v, r, real_root, archive_root)
+        why, size = _raw_check(v, r, raw_store, archive_store)
         if why == "no archive copy":
             plan.no_copy.append(v.archive_path or v.video_id)
         if why:
@@ -279,7 +280,7 @@ def _plan_raw(
 
 
 def _raw_check(
-    v: Video, r: RetentionSettings, real_root: Path, archive_root: Path
+    v: Video, r: RetentionSettings, raw_store: Store, archive_store: Store
 ) -> tuple[str | None, int]:
     """Why a clip the ledger has as archived must stay (None: it may go but for its age), and
     its raw file's size."""
@@ -287,52 +288,37 @@ def _raw_check(
         return "archive hash differs from the clip's", 0
     if (v.locked or v.mode == "event") and not r.delete_locked:
         return "locked or event clip", 0
-    path = inside(real_root, v.raw_path or "")
-    if path is None:
+    rel = inside(raw_store, v.raw_path or "")
+    if rel is None:
         return "raw path not inside the raw store", 0
-    size = _regular_size(path)
+    size = raw_store.file_size(rel)
     if size is None:
         return "raw file missing or not a plain file", 0
     if v.size_bytes is not None and size != v.size_bytes:
         return "raw file size differs from the ledger's", 0
-    copy = inside(archive_root.resolve(), v.archive_path or "")
-    if copy is None or _regular_size(copy) != size:
+    copy = inside(archive_store, v.archive_path or "")
+    if copy is None or archive_store.file_size(copy) != size:
         return "no archive copy", 0
     return None, size
 
 
-def _sha256(path: Path) -> str | None:
+def _sha256(store: Store, rel: str) -> str | None:
     try:
-        return sha256_file(path)
-    except OSError:
+        return store.sha256(rel)
+    except (OSError, NotFound, BadJob):
         return None
 
 
-def inside(real_root: Path, rel: str) -> Path | None:
-    """``real_root / rel`` when ``rel`` is a plain relative path that stays inside the (resolved)
-    root through any links on the way, and names no hidden entry (the raw store's ``.index/``
+def inside(store: Store, rel: str) -> str | None:
+    """``rel`` when it is a plain relative path that stays inside the store (through any links
+    on the way, on a local store), and names no hidden entry (the raw store's ``.index/``
     content index is never touched); else None. Ledger paths are checked like untrusted input."""
-    parts = rel.split("/")
-    if (
-        not rel
-        or "\x00" in rel
-        or "\\" in rel
-        or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
-    ):
-        return None
-    parent = (real_root / rel).parent.resolve()
-    if parent != real_root and real_root not in parent.parents:
-        return None
-    return parent / parts[-1]
-
-
-def _regular_size(path: Path) -> int | None:
-    """The size of a regular file (a link is not one), None when there is none."""
     try:
-        st = os.lstat(path)
-    except OSError:
+        rel = store.checked(rel, hidden=False)
+        store.local_path(rel)
+    except UnsafePath:
         return None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
+    return rel
 
 
 @dataclass(frozen=True)
@@ -345,13 +331,20 @@ class _Space:
         return 100.0 * self.free / self.total
 
 
-def _space(root: Path, disk_usage: DiskUsage) -> _Space | None:
-    if not root.is_dir():  # no store yet: nothing in it to guard
-        return None
+def _space(store: Store, disk_usage: DiskUsage) -> _Space | None:
+    root = store.local_root
     try:
-        total, _used, free = disk_usage(root)
-    except OSError as err:
-        log.warning("retention: free space of %s unknown: %s", root, err)
+        if root is None:
+            got = store.space()
+            if got is None:
+                return None
+            total, free = got
+        elif not root.is_dir():  # no store yet: nothing in it to guard
+            return None
+        else:
+            total, _used, free = disk_usage(root)
+    except (OSError, NotFound) as err:
+        log.warning("retention: free space of %s unknown: %s", store.url, err)
         return None
     return _Space(total, free) if total > 0 else None
 
@@ -388,7 +381,7 @@ def _make_room(
 
 
 def _delete_raw(
-    ledger: Ledger, root: Path, archive_root: Path, item: Planned, now: datetime
+    ledger: Ledger, raw_store: Store, archive_store: Store, item: Planned, now: datetime
 ) -> None:
     """Remove one raw clip and record it.
 
@@ -400,16 +393,16 @@ def _delete_raw(
     deletes nothing. The other order (commit the intent, then delete) would turn that
     window into a row for a file that is still there and is never looked at again: space lost
     silently, in the store whose free space retention is meant to keep."""
-    path = inside(root.resolve(), item.path)
-    if path is None or _regular_size(path) is None:
+    path = inside(raw_store, item.path)
+    if path is None or raw_store.file_size(path) is None:
         raise FileNotFoundError(f"{item.path}: no longer a file inside the raw store")
     # the archive copy is read and hashed now, outside the ledger's write lock: a copy that
     # rotted since it was archived (same size, other bytes) must not cost the last good one
     with ledger.reading() as s:
         video = s.get(Video, item.video_id)
         copy_rel, sha = (video.archive_path, video.sha256) if video else (None, None)
-    copy = inside(archive_root.resolve(), copy_rel or "")
-    if copy is None or not sha or _sha256(copy) != sha:
+    copy = inside(archive_store, copy_rel or "")
+    if copy is None or not sha or _sha256(archive_store, copy) != sha:
         raise _Changed(
             f"{item.video_id}: the archive copy {copy_rel} does not hash to the clip's sha256 "
             "(run dashspool verify --repair); the raw clip is kept"
@@ -424,7 +417,7 @@ def _delete_raw(
         s.add(video)
         s.add(_row(item, now))
         s.flush()
-        path.unlink()
+        raw_store.backend.remove_file(path)
 
 
 # --------------------------------------------------------------------------- spool jobs

@@ -39,7 +39,7 @@ import secrets
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -47,6 +47,7 @@ from typing import Any
 
 from watchers import __version__
 from watchers.backends.base import Backend, Entry, clean_rel
+from watchers.backends.local import LocalBackend
 from watchers.clock import iso
 from watchers.errors import (
     AlreadyExists,
@@ -66,6 +67,7 @@ from watchers.sidecar import (
     job_name,
     safe_component,
 )
+from watchers.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ class Spool:
         fsync: bool = True,
         max_sidecar_bytes: int = 1 << 20,
         ignore_patterns: Iterable[str] = (".*", "*.part", "*.tmp", "*.crdownload", "*~"),
-        roots: dict[str, Path] | None = None,
+        roots: Mapping[str, Store | Path] | None = None,
     ) -> None:
         self.backend = backend
         self.fsync = fsync
@@ -172,7 +174,11 @@ class Spool:
         self._ignore = re.compile(
             "|".join(fnmatch.translate(p) for p in self.ignore_patterns) or "(?!)"
         )
-        self.roots = dict(roots or {})
+        # the places refs point into ("raw:2026/...", "archive:..."), local or remote
+        self.stores: dict[str, Store] = {
+            name: where if isinstance(where, Store) else Store(name, LocalBackend(where))
+            for name, where in (roots or {}).items()
+        }
         self._order_cache: dict[tuple[str, str], tuple[int, float]] = {}
         self._folders: set[str] = set()  # folders known to exist (saves a mkdir per move)
 
@@ -308,7 +314,7 @@ class Spool:
             if name not in contents:
                 raise BadJob(f"{claim.job}: payload file {name!r} listed but missing")
         for key in sidecar.refs:
-            self.resolve_ref(sidecar.refs[key])
+            self.locate_ref(sidecar.refs[key])
         claim.sidecar = sidecar
         return sidecar
 
@@ -317,19 +323,35 @@ class Spool:
             raise KeyError(f"{claim.job} has no payload file {name!r}")
         return f"{claim.rel}/{name}"
 
-    def resolve_ref(self, ref: str) -> Path:
-        """``root:relative/path`` → a path that is inside that configured root, links resolved."""
+    @property
+    def roots(self) -> dict[str, Path]:
+        """The local stores' root folders by name."""
+        return {n: s.local_root for n, s in self.stores.items() if s.local_root is not None}
+
+    def locate_ref(self, ref: str) -> tuple[Store, str]:
+        """``root:relative/path`` → the store and the checked path inside it."""
         m = REF_RE.match(ref)
-        if not m or m["root"] not in self.roots:
-            raise UnsafePath(f"ref {ref!r}: unknown root (known: {', '.join(sorted(self.roots))})")
+        if not m or m["root"] not in self.stores:
+            known = ", ".join(sorted(self.stores))
+            raise UnsafePath(f"ref {ref!r}: unknown root (known: {known})")
         rel = m["path"]
         if rel.startswith("/") or ".." in rel.split("/"):
             raise UnsafePath(f"ref {ref!r}: path must be relative and stay inside its root")
-        root = self.roots[m["root"]].resolve()
-        target = (root / rel).resolve()
-        if target != root and root not in target.parents:
-            raise UnsafePath(f"ref {ref!r}: resolves outside {root} (symbolic link?)")
-        return target
+        store = self.stores[m["root"]]
+        try:
+            store.resolved(rel)  # a local store: no way out through a link either
+        except UnsafePath as err:
+            raise UnsafePath(f"ref {ref!r}: {err}") from None
+        return store, rel
+
+    def resolve_ref(self, ref: str) -> Path:
+        """``root:relative/path`` → a local path inside that configured root, links resolved
+        (UnsafePath for a ref into a remote store: fetch it through :meth:`locate_ref`)."""
+        store, rel = self.locate_ref(ref)
+        local = store.resolved(rel)
+        if local is None:
+            raise UnsafePath(f"ref {ref!r}: {store.url} is not a local folder")
+        return local
 
     # --------------------------------------------------------------- complete
     def finish(self, claim: Claim) -> str:
@@ -738,10 +760,9 @@ class Spool:
     # ----------------------------------------------------------------- status
     def counts(self, stage: str, now: datetime) -> dict[str, Any]:
         def visible(rel: str) -> list[Entry]:
+            """Job folders: not their error notes (``.error.json``, ``.requeued``) or dot files."""
             return [
-                e
-                for e in self.backend.list(rel)
-                if not e.name.startswith(".") and not e.name.endswith(".error.json")
+                e for e in self.backend.list(rel) if e.kind == "dir" and not e.name.startswith(".")
             ]
 
         inbox = visible(f"{stage}/inbox")
@@ -781,8 +802,8 @@ class Spool:
             for q in ("inbox", "deferred", "failed", "done"):
                 for e in self.backend.list(f"{stage}/{q}"):
                     name = e.name
-                    if name.endswith(".error.json") or name.startswith("."):
-                        continue
+                    if e.kind != "dir" or not JOB_NAME_RE.match(name):
+                        continue  # error notes (.error.json, .requeued), dot files, strays
                     if name.startswith(prefix) or name.rsplit("-", 1)[-1].startswith(prefix):
                         yield stage, q, name
 

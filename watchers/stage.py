@@ -22,6 +22,7 @@ from watchers.config import Policies
 from watchers.errors import ConfigError
 from watchers.sidecar import Sidecar
 from watchers.spool import Claim, Spool, Staging
+from watchers.stores import Store
 
 
 class NoSettings(BaseModel):
@@ -112,12 +113,15 @@ class Context:
         return dst
 
     def resolve_ref(self, key: str) -> Path:
-        return self._spool.resolve_ref(self.refs[key])
+        """A local path to read the file ref ``key`` names (fetched into scratch, under its
+        own name, from a remote store)."""
+        store, rel = self._spool.locate_ref(self.refs[key])
+        return store.fetch(rel, self.scratch / f"ref-{key}")
 
-    def store_root(self, name: str) -> Path:
-        """The root folder of a configured store (``raw``, ``archive``)."""
+    def store(self, name: str) -> Store:
+        """A configured store (``raw``, ``archive``)."""
         try:
-            return self._spool.roots[name]
+            return self._spool.stores[name]
         except KeyError:
             raise ConfigError(f"no store named {name!r} is configured") from None
 
@@ -164,7 +168,7 @@ class Context:
 
     def set_ref(self, key: str, root: str, rel: str) -> None:
         ref = f"{root}:{rel}"
-        self._spool.resolve_ref(ref)
+        self._spool.locate_ref(ref)
         self.refs[key] = ref
 
     def update(self, **fields: Any) -> None:

@@ -22,23 +22,25 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text as sql
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
+from watchers import stores
 from watchers.archiving import ARCHIVE_PATH_RE, Alert
+from watchers.backends import Entry
 from watchers.catalog import MAX_POINTS, TrackPoint, ts
 from watchers.config import Policies
-from watchers.errors import BadJob, ConfigError, StorageUnavailable
-from watchers.files import sha256_file
+from watchers.errors import BadJob, ConfigError, NotFound, StorageUnavailable, UnsafePath
 from watchers.ledger import Ledger, StageAttempt, Video
 from watchers.sidecar import JOB_NAME_RE, Event, EventKind, Sidecar
 from watchers.spool import Spool
+from watchers.stores import Store
 
 log = logging.getLogger(__name__)
+META_MAX_BYTES = 16 << 20
 
 INTEGRITY, MISSING, MISMATCH, ORPHAN, RAW_MISSING = (
     "integrity",
@@ -104,8 +106,8 @@ def verify(policies: Policies, ledger: Ledger, *, quick: bool = False) -> Report
     _check_sqlite(ledger, report, quick=quick)
     if any(f.kind == INTEGRITY for f in report.findings):
         return report  # the rows cannot be trusted: fix the ledger first
-    archive = policies.path(policies.stores.archive)
-    raw = policies.path(policies.stores.raw)
+    archive = stores.open_store(policies, stores.ARCHIVE)
+    raw = stores.open_store(policies, stores.RAW)
     with ledger.reading() as s:
         archived = list(
             s.exec(
@@ -123,26 +125,53 @@ def verify(policies: Policies, ledger: Ledger, *, quick: bool = False) -> Report
                 )
             )
         )
-    if archived and not archive.is_dir():
-        raise StorageUnavailable(f"the archive store {archive} is not there (not mounted?)")
-    if on_raw and not raw.is_dir():
-        raise StorageUnavailable(f"the raw store {raw} is not there (not mounted?)")
-    for video in archived:
-        _check_archived(archive, video, report, quick=quick)
-    _check_tree(archive, {p.rsplit("/", 1)[0] for p in pointed}, known, report)
-    for video_id, raw_path in on_raw:
-        report.checked["raw"] += 1
-        if not (raw / str(raw_path)).is_file():
-            report.findings.append(
-                Finding(
-                    RAW_MISSING,
-                    str(raw / str(raw_path)),
-                    video_id,
-                    "the raw clip is gone but retention never deleted it: restore it from a "
-                    "copy, or accept the loss (the archive copy is the one left)",
-                )
-            )
+    try:
+        if archived and not _is_dir(archive, ""):
+            raise StorageUnavailable(f"the archive store {archive.url} is not there (not mounted?)")
+        if on_raw and not _is_dir(raw, ""):
+            raise StorageUnavailable(f"the raw store {raw.url} is not there (not mounted?)")
+        for video in archived:
+            _check_archived(archive, video, report, quick=quick)
+        _check_tree(archive, {p.rsplit("/", 1)[0] for p in pointed}, known, report)
+        for video_id, raw_path in on_raw:
+            _check_raw(raw, video_id, str(raw_path), report)
+    finally:
+        archive.backend.close()
+        raw.backend.close()
     return report
+
+
+def _is_dir(store: Store, rel: str) -> bool:
+    if not rel:
+        root = store.local_root
+        if root is not None:
+            return root.is_dir()
+        store.backend.list("")  # a remote store: reachable, or StorageUnavailable
+        return True
+    entry = store.backend.stat(rel)
+    return entry is not None and entry.kind == "dir"
+
+
+def _where(store: Store, rel: str) -> str:
+    return f"{store.url.rstrip('/')}/{rel}" if rel else store.url
+
+
+def _check_raw(raw: Store, video_id: str, raw_path: str, report: Report) -> None:
+    report.checked["raw"] += 1
+    try:
+        there = raw.file_size(raw_path) is not None
+    except UnsafePath:
+        there = False
+    if not there:
+        report.findings.append(
+            Finding(
+                RAW_MISSING,
+                _where(raw, raw_path),
+                video_id,
+                "the raw clip is gone but retention never deleted it: restore it from a "
+                "copy, or accept the loss (the archive copy is the one left)",
+            )
+        )
 
 
 def _check_sqlite(ledger: Ledger, report: Report, *, quick: bool) -> None:
@@ -162,79 +191,87 @@ def _check_sqlite(ledger: Ledger, report: Report, *, quick: bool) -> None:
         report.findings.append(Finding(INTEGRITY, str(ledger.path), None, detail))
 
 
-def _check_archived(root: Path, video: Video, report: Report, *, quick: bool) -> None:
+def _check_archived(store: Store, video: Video, report: Report, *, quick: bool) -> None:
     report.checked["archived"] += 1
     vid, rel = video.video_id, video.archive_path or ""
     if not ARCHIVE_PATH_RE.match(rel):
         detail = f"archive_path {rel!r} is not YYYY/MM/DD/<video id>/<file>"
         report.findings.append(Finding(INTEGRITY, rel, vid, detail))
         return
-    clip = root / rel
     add = report.findings.append
-    if not clip.is_file() or clip.is_symlink():
-        add(Finding(MISSING, str(clip), vid, "the archived clip is not there"))
-    else:
-        size = clip.stat().st_size
-        if video.size_bytes is not None and size != video.size_bytes:
-            detail = f"{size} bytes, the ledger says {video.size_bytes}"
-            add(Finding(MISMATCH, str(clip), vid, detail))
-        elif not quick:
-            report.checked["hashed"] += 1
-            got = sha256_file(clip)
-            if got != video.sha256:
-                detail = f"sha256 {got[:12]}…, the ledger says {str(video.sha256)[:12]}…"
-                add(Finding(MISMATCH, str(clip), vid, detail))
-    meta = clip.parent / "meta.json"
+    size = store.file_size(rel)  # None for a link too
+    if size is None:
+        add(Finding(MISSING, _where(store, rel), vid, "the archived clip is not there"))
+    elif video.size_bytes is not None and size != video.size_bytes:
+        detail = f"{size} bytes, the ledger says {video.size_bytes}"
+        add(Finding(MISMATCH, _where(store, rel), vid, detail))
+    elif not quick:
+        report.checked["hashed"] += 1
+        got = store.sha256(rel)
+        if got != video.sha256:
+            detail = f"sha256 {got[:12]}…, the ledger says {str(video.sha256)[:12]}…"
+            add(Finding(MISMATCH, _where(store, rel), vid, detail))
+    folder, name = rel.rsplit("/", 1)
+    meta = f"{folder}/meta.json"
     try:
-        data = json.loads(meta.read_bytes())
-    except FileNotFoundError:
-        add(Finding(MISSING, str(meta), vid, "meta.json is not there"))
+        data = json.loads(store.backend.read_bytes(meta, META_MAX_BYTES))
+    except NotFound:
+        add(Finding(MISSING, _where(store, meta), vid, "meta.json is not there"))
         return
-    except (OSError, ValueError) as err:
-        add(Finding(MISMATCH, str(meta), vid, f"meta.json cannot be read: {err}"))
+    except (OSError, ValueError, BadJob) as err:
+        add(Finding(MISMATCH, _where(store, meta), vid, f"meta.json cannot be read: {err}"))
         return
-    expected = {"video_id": vid, "sha256": video.sha256, "file": clip.name}
+    expected = {"video_id": vid, "sha256": video.sha256, "file": name}
     wrong = [k for k, v in expected.items() if not isinstance(data, dict) or data.get(k) != v]
     if wrong:
-        add(Finding(MISMATCH, str(meta), vid, f"meta.json: {', '.join(wrong)} differ"))
+        add(Finding(MISMATCH, _where(store, meta), vid, f"meta.json: {', '.join(wrong)} differ"))
 
 
-def _check_tree(root: Path, pointed: set[str], known: set[str], report: Report) -> None:
+def _check_tree(store: Store, pointed: set[str], known: set[str], report: Report) -> None:
     """Walk ``YYYY/MM/DD/<video id>/``; what no ledger row points to is an orphan."""
-    if not root.is_dir():
+    if not _is_dir(store, ""):
         return
     shapes = (r"^\d{4}$", r"^\d{2}$", r"^\d{2}$")
 
-    def visible(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    def visible(folder: str) -> list[Entry]:
+        entries = store.backend.list(folder)
+        return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
 
-    def stray(p: Path, why: str) -> None:
-        report.findings.append(Finding(ORPHAN, str(p), None, why + ": move it out by hand"))
+    def stray(rel: str, why: str) -> None:
+        where = _where(store, rel)
+        report.findings.append(Finding(ORPHAN, where, None, why + ": move it out by hand"))
 
-    level: list[tuple[Path, str]] = [(root, "")]
+    level: list[str] = [""]
     for shape in shapes:
         nxt = []
-        for folder, rel in level:
-            for p in visible(folder):
-                if p.is_dir() and not p.is_symlink() and re.match(shape, p.name):
-                    nxt.append((p, f"{rel}{p.name}/"))
+        for folder in level:
+            for e in visible(folder):
+                rel = f"{folder}{e.name}"
+                if e.kind == "dir" and re.match(shape, e.name):
+                    nxt.append(f"{rel}/")
                 else:
-                    stray(p, "not part of the archive layout YYYY/MM/DD/<video id>/")
+                    stray(rel, "not part of the archive layout YYYY/MM/DD/<video id>/")
         level = nxt
-    for day, rel in level:
-        for p in visible(day):
+    for day in level:
+        for e in visible(day):
+            rel = f"{day}{e.name}"
             report.checked["folders"] += 1
-            if not (p.is_dir() and not p.is_symlink() and FOLDER_RE.match(p.name)):
-                stray(p, "not a video folder (YYYY/MM/DD/<video id>/)")
-            elif f"{rel}{p.name}" not in pointed:
+            if not (e.kind == "dir" and FOLDER_RE.match(e.name)):
+                stray(rel, "not a video folder (YYYY/MM/DD/<video id>/)")
+            elif rel not in pointed:
                 why = (
-                    f"the ledger knows video {p.name} but not this copy (archived elsewhere, "
+                    f"the ledger knows video {e.name} but not this copy (archived elsewhere, "
                     "or its archive event is not ingested yet)"
-                    if p.name in known
+                    if e.name in known
                     else "no video in the ledger has this id (a restored older ledger?)"
                 )
                 report.findings.append(
-                    Finding(ORPHAN, str(p), p.name, f"{why}: check it, then move it out by hand")
+                    Finding(
+                        ORPHAN,
+                        _where(store, rel),
+                        e.name,
+                        f"{why}: check it, then move it out by hand",
+                    )
                 )
 
 
@@ -293,13 +330,15 @@ def _repair_one(
     if not video.raw_path or not video.sha256:
         return none("the ledger has no raw clip for this video")
     try:
-        clip = spool.resolve_ref(f"raw:{video.raw_path}")
+        store, rel = spool.locate_ref(f"raw:{video.raw_path}")
+        if store.file_size(rel) is None:
+            return none(f"the raw clip {_where(store, rel)} is not there either")
+        if store.sha256(rel) != video.sha256:
+            return none(
+                f"the raw clip {_where(store, rel)} does not hash to the video's sha256 either"
+            )
     except BadJob as err:
         return none(str(err))
-    if not clip.is_file():
-        return none(f"the raw clip {clip} is not there either")
-    if sha256_file(clip) != video.sha256:
-        return none(f"the raw clip {clip} does not hash to the video's sha256 either")
     m = re.match(r"^(.*)-([0-9a-f]{6})$", video.job)
     if not m or not JOB_NAME_RE.match(video.job):
         return none(f"the ledger's job name {video.job!r} is not a job name")

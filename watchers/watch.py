@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from watchers import __version__, runstate
 from watchers.backends.base import Notifier
-from watchers.clock import utcnow
+from watchers.clock import iso, utcnow
 from watchers.config import Policies
 from watchers.errors import StorageUnavailable
 from watchers.spool import DROPS, LEDGER_INBOX, Spool
@@ -150,9 +152,7 @@ class Runner:
         with self._beat_lock:  # the loop and the heartbeat thread write the same file
             self._write_heartbeat(state)
 
-    def _write_heartbeat(self, state: str | None) -> None:
-        if state:
-            self.state = state
+    def _beat_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {
             "stage": ",".join(w.name for w in self.workers) or "coordinator",
             "state": self.state,
@@ -161,6 +161,28 @@ class Runner:
         }
         if self.coordinator is not None and self.coordinator.device == self.device:
             info["jobs"] = self.coordinator.schedule_info()  # `dashspool coordinator` alone
+        return info
+
+    def _write_local(self, info: dict[str, Any]) -> None:
+        """This machine's copy of the heartbeat: status reads it while the spool cannot be."""
+        runstate.write(
+            self.device,
+            {
+                **info,
+                "device_id": self.device,
+                "spool": self.spool.backend.url,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "version": __version__,
+                "last_beat": iso(self.clock()),
+            },
+        )
+
+    def _write_heartbeat(self, state: str | None) -> None:
+        if state:
+            self.state = state
+        info = self._beat_info()
+        self._write_local(info)
         try:
             self.spool.beat(self.device, info, self.clock())
             if self.coordinator is not None and self.coordinator.device != self.device:
@@ -204,6 +226,8 @@ class Runner:
                 if not waiting:
                     log.warning("waiting for storage before starting: %s", err)
                     waiting = True
+                    self.state = "waiting-for-storage"
+                self._write_local(self._beat_info())  # the spool's heartbeat must wait
                 if self.stop.wait(min(rescan, 5.0)):
                     return False
                 continue

@@ -459,6 +459,9 @@ class Worker:
             self._fail(claim, err, attempts=attempt, now=now)
         except RetryLater as err:
             self._defer(claim, sidecar, err, attempt, now, err.delay_seconds)
+        except StorageUnavailable as err:  # a store is away (a NAS reboot): not the job's fault
+            delay = backoff_seconds(self.policies.retry, attempt)
+            self._defer(claim, sidecar, err, attempt, now, delay, counted=False)
         except Exception as err:  # a stage bug or an exhausted transient error
             if attempt >= self.policies.retry.max_attempts:
                 self._fail(claim, err, attempts=attempt, now=now)
@@ -577,14 +580,19 @@ class Worker:
         attempt: int,
         now: datetime,
         delay: float | None,
+        *,
+        counted: bool = True,
     ) -> None:
+        """Defer the job; ``counted=False``: this attempt does not count toward max_attempts
+        (the storage was away: whatever the job is, it never had its chance)."""
         delay = backoff_seconds(self.policies.retry, attempt) if delay is None else delay
         until = now + timedelta(seconds=delay)
         message = str(err) or type(err).__name__
+        attempts = attempt if counted else sidecar.attempts
         self.spool.defer(
             claim,
             sidecar.model_copy(
-                update={"attempts": attempt, "not_before": until, "last_error": message}
+                update={"attempts": attempts, "not_before": until, "last_error": message}
             ),
         )
         self.spool.emit(

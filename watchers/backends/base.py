@@ -138,5 +138,9 @@ class Backend(ABC):
         it misses nothing. A report only means "look again"; the rescan stays the truth."""
         return None
 
+    def disk_usage(self) -> tuple[int, int] | None:
+        """Total and free bytes of the storage under the root; None when unknown."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (remote backends)."""

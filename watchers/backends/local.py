@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -199,6 +200,12 @@ class LocalBackend(Backend):
             os.rename(s, d)
         except OSError as err:
             raise self._oserror(err, src if err.errno == errno.ENOENT else dst) from err
+
+    def disk_usage(self) -> tuple[int, int] | None:
+        if not self.root.is_dir():  # not made yet (or not mounted): nothing to measure
+            return None
+        total, _used, free = shutil.disk_usage(self.root)
+        return total, free
 
     def fsync_dir(self, rel: str) -> None:
         fd = os.open(self._p(rel), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -655,6 +655,12 @@ class SmbBackend(Backend):
     def rename(self, src: str, dst: str) -> None:
         self._rename(src, dst, exclusive=True)
 
+    def disk_usage(self) -> tuple[int, int] | None:
+        """The share's size and what this user may still write (the server's quota view)."""
+        path = self._unc("")
+        vol = self._call("", lambda: smbclient.stat_volume(path, **self._kw))
+        return int(vol.total_size), int(vol.caller_available_size)
+
     def fsync_dir(self, rel: str) -> None:
         """Nothing to do: SMB has no folder fsync; a rename is durable when the server says so."""
 
