@@ -154,32 +154,32 @@ def query_level(path: Path, w: dict[str, list[str]], limit: int) -> dict[str, An
 
 
 def trip_parts(ledger: Ledger, trips: list[str]) -> dict[str, float]:
-    """Where ``queries.trip_detail``'s time goes: its parts timed one by one, p50 ms."""
+    """Where the trip page's query (``queries.trip_detail`` with the page's object cap) spends
+    its time: its parts timed one by one, p50 ms."""
     from sqlmodel import Session, col, select
 
     from watchers import labels, queries
-    from watchers.catalog import trip_points
     from watchers.ledger import Video
+    from watchers.web.pages import MAP_OBJECTS
 
     def clips(s: Session, t: str) -> Any:
         q = select(Video).where(Video.trip_id == t)
         return [queries.ClipRow.of(v) for v in s.exec(q.order_by(col(Video.start_utc)))]
 
-    def points_models(s: Session, t: str) -> Any:
-        return [queries.Point.of(p) for p in trip_points(s, t)]
-
     def detections(s: Session, t: str) -> Any:
-        return labels.find_detections(s, label=None, trip=t, since=None, until=None, limit=5000)
+        return labels.find_detections(
+            s, label=None, trip=t, since=None, until=None, limit=MAP_OBJECTS, best=True
+        )
 
     def plates(s: Session, t: str) -> Any:
-        return labels.find_plates(s, None, 5000, trip=t)
+        return labels.find_plates(s, None, queries.MAX_LABELS, trip=t)
 
     steps: dict[str, Callable[[Session, str], Any]] = {
         "clips, ClipRow models": clips,
-        "points: query, TrackPoint rows": trip_points,
-        "points: Point models": points_models,  # less the row above, below
-        "detections (find_detections)": detections,
+        "track: one clip a moment, thinned (queries.trip_track)": queries.trip_track,
+        f"objects: the {MAP_OBJECTS} best-scored (find_detections)": detections,
         "plates (find_plates)": plates,
+        "objects: how many (count_detections)": labels.count_detections,
     }
     parts: dict[str, list[float]] = {}
     with ledger.reading() as s:
@@ -188,10 +188,7 @@ def trip_parts(ledger: Ledger, trips: list[str]) -> dict[str, float]:
                 t0 = time.perf_counter()
                 fn(s, t)
                 parts.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
-    out = {k: pct(v, 50) for k, v in parts.items()}
-    out["points: Point models"] -= out["points: query, TrackPoint rows"]
-    out["points: Point models"] = round(out["points: Point models"], 2)
-    return out
+    return {k: pct(v, 50) for k, v in parts.items()}
 
 
 def _plates_call(ledger: Ledger, q: str, limit: int, mode: str | None) -> Callable[[], Any]:
@@ -263,7 +260,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(ledger: Path, scratch: Path) -> Iterator[str]:
+def serve(ledger: Path, scratch: Path, workers: int = 1) -> Iterator[str]:
     """``dashspool web`` on a free loopback port with policies pointing at ``ledger``."""
     root = Path(tempfile.mkdtemp(prefix="web-", dir=scratch))
     (root / "policies.toml").write_text(f'[ledger]\npath = "{ledger}"\n')
@@ -279,6 +276,8 @@ def serve(ledger: Path, scratch: Path) -> Iterator[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -396,6 +395,13 @@ def http_level(
                 **checked,
             }
             print(f"  {name}: {out[name]}", flush=True)
+    if big:  # the same load on two server processes (dashspool web --workers 2)
+        with serve(ledger, scratch, workers=2) as base:
+            for name, paths in (("plates_w2", plates), ("trip_page_w2", trips)):
+                wrk(base, paths, scratch, 2, c, args.threads)  # warm-up, not counted
+                out[name] = {**wrk(base, paths, scratch, args.seconds, c, args.threads)}
+                out[name]["connections"] = c
+                print(f"  {name}: {out[name]}", flush=True)
     return out
 
 
@@ -411,6 +417,8 @@ def http_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
         "trip_api": "trip `GET /api/trips/{id}` (JSON)",
         "plates_c1": "plate search, mix, 1 connection",
         "trip_page_c1": "trip page, 1 connection",
+        "plates_w2": "plate search, mix, `--workers 2`",
+        "trip_page_w2": "trip page, `--workers 2`",
         "floor_404": "floor: a 404 on the same server",
     }
     out: list[tuple[str, ...]] = []
@@ -440,7 +448,7 @@ def query_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
         f"plates_{m}": f'`Ledger.plates(q, {r["params"]["limit"]}, match="{m}")`' for m in MODES
     }
     labels["trip"] = "`Ledger.trip(id)` (`dashspool ledger trip`), rows: points"
-    labels["trip_detail"] = "`queries.trip_detail` (trip page and API), rows: all"
+    labels["trip_detail"] = "`queries.trip_detail` (the API's trip: every object), rows: all"
     out: list[tuple[str, ...]] = []
     for key, label in labels.items():
         if key not in big:
@@ -466,7 +474,7 @@ def parts_table(r: dict[str, Any]) -> str:
         return ""
     rows = [(k, f"{v} ms") for k, v in big.items()]
     return (
-        "\nWhere `queries.trip_detail`'s time goes on the big ledger (each part alone, p50 of "
+        "\nWhere the trip page's query time goes on the big ledger (each part alone, p50 of "
         "40 trips):\n\n" + table(("part", "p50"), rows) + "\n"
     )
 
@@ -520,7 +528,8 @@ def docs_section(r: dict[str, Any]) -> str:
     ]
     if "http" in r:
         out += [
-            fill(f"""HTTP: `dashspool web` (uvicorn, one process) on 127.0.0.1; wrk {p["wrk"]},
+            fill(f"""HTTP: `dashspool web` (uvicorn, one process unless the row says
+            `--workers 2`) on 127.0.0.1; wrk {p["wrk"]},
             {p["threads"]} thread, {p["connections"]} connections (unless the row says 1),
             {p["seconds"]} s per row after a 2 s warm-up, on the same CPUs as the server."""),
             "",

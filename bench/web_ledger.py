@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from watchers.ledger import Ledger  # noqa: E402
 
-VERSION = 1  # bump when the generator changes what it writes: the cache key includes it
+VERSION = 2  # bump when the generator changes what it writes: the cache key includes it
 CLIPS, DETECTIONS, PLATES = 100_000, 1_000_000, 200_000
 DAYS = 730
 FIRST_DAY = datetime(2024, 11, 1)

@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy import text as sql
 from test_cli import dashspool, flat, write_config
 
+from watchers.catalog import parse_ts, ts
 from watchers.errors import NotFound
 from watchers.labels import parse_labels
-from watchers.ledger import MIGRATIONS, Ledger
+from watchers.ledger import MIGRATIONS, Ledger, statements
 from watchers.sidecar import Event, EventKind
 
 T0 = datetime(2026, 5, 13, 16, 0, tzinfo=timezone.utc)
@@ -224,7 +226,10 @@ def test_unknown_keys_and_unknown_places_are_fine(ledger: Ledger) -> None:
     (d,) = ledger.detections()
     assert (d.lat, d.lon, d.first_utc, d.x1, d.thumbnail) == (None, None, None, None, None)
     (p,) = ledger.plates()
-    assert (p.text, p.utc, p.lat, p.crop) == ("AB12CDE", None, None, None)
+    assert (p.text, p.lat, p.crop) == ("AB12CDE", None, None)
+    (video,) = ledger.videos()
+    start = parse_ts(video.start_utc)  # no time from heavy: the clip's start plus the offset
+    assert p.utc == ts(start + timedelta(seconds=p.time_s))
 
 
 def test_a_position_needs_both_latitude_and_longitude(ledger: Ledger) -> None:
@@ -266,6 +271,83 @@ def test_plates_without_a_time_sort_by_their_clip(ledger: Ledger) -> None:
         T0,
     )
     assert [p.video_id for p in ledger.plates("M5XSX")] == [B, A]
+
+
+def test_partial_plate_search_uses_the_trigram_index_and_follows_every_change(
+    ledger: Ledger,
+) -> None:
+    clip(ledger, B, T0 + timedelta(hours=2))
+    ledger.ingest(
+        [
+            labelled(A, facts([], [plate(1, "XY 4712"), plate(2, "Q47"), plate(3, "AB12CDE")])),
+            labelled(B, facts([], [plate(1, "KL 471 P")]), at=T0 + timedelta(hours=2)),
+        ],
+        T0,
+    )
+
+    def partial(text: str) -> set[str]:
+        return {p.text for p in ledger.plates(text, match="partial")}
+
+    assert partial("471") == {"XY4712", "KL471P"}, "3+ characters: through the trigram index"
+    assert partial("47") == {"XY4712", "Q47", "KL471P"}, "2 characters: a scan"
+    assert partial("12c") == {"AB12CDE"} and partial("ZZZ") == set()
+    # heavy ran again on A and read other plates: the index follows the delete and the insert
+    ledger.ingest([labelled(A, facts([], [plate(5, "ZZ4719")]), attempt=2)], T0)
+    assert partial("471") == {"ZZ4719", "KL471P"} and partial("12C") == set()
+    with ledger.reading() as s:
+        plan = " ".join(
+            str(r[-1])
+            for r in s.execute(
+                sql(
+                    "EXPLAIN QUERY PLAN SELECT rowid FROM plates_trigram "
+                    "WHERE plates_trigram MATCH '\"471\"'"
+                )
+            )
+        )
+    assert "VIRTUAL TABLE INDEX" in plan
+
+
+def test_old_plates_get_their_clip_time_when_the_ledger_is_migrated(tmp_path: Path) -> None:
+    """A ledger from before 0006: plates without a UTC time get their clip's start plus their
+    offset, so the newest-first order can come from the (text, utc) index."""
+    path = tmp_path / "old.db"
+    led = Ledger(path)
+    clip(led, A, T0)
+    led.ingest([labelled(A, facts([], [plate(utc=None, time=4.25)]))], T0)
+    led.close()
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("UPDATE plates SET utc = NULL")
+        con.execute("DROP TRIGGER plates_trigram_ai")
+        con.execute("DROP TRIGGER plates_trigram_ad")
+        con.execute("DROP TRIGGER plates_trigram_au")
+        con.execute("DROP TABLE plates_trigram")
+        con.execute("DROP INDEX ix_plates_text_utc")
+        con.execute("CREATE INDEX ix_plates_text ON plates (text)")
+        con.execute("DELETE FROM schema_migrations WHERE name = '0006_plate_search'")
+    con.close()
+    led = Ledger(path)
+    try:
+        (p,) = led.plates()
+        assert p.utc == ts(T0 + timedelta(seconds=4.25))
+        assert [x.text for x in led.plates("5XS", match="partial")] == ["M5XSX"]
+    finally:
+        led.close()
+
+
+def test_migrations_split_at_statement_ends_not_inside_triggers() -> None:
+    ddl = """
+    CREATE TABLE t (x);
+    CREATE TRIGGER t_ai AFTER INSERT ON t BEGIN
+        INSERT INTO t2 VALUES (new.x);
+        INSERT INTO t3 VALUES (new.x);
+    END;
+    CREATE INDEX ix ON t (x)
+    """
+    got = list(statements(ddl))
+    assert len(got) == 3 and got[1].count("INSERT INTO") == 2 and got[1].endswith("END;")
+    with pytest.raises(ValueError, match="incomplete"):
+        list(statements("CREATE TRIGGER x AFTER INSERT ON t BEGIN SELECT 1;"))
 
 
 def test_detections_by_label_and_by_trip(ledger: Ledger) -> None:
@@ -424,3 +506,13 @@ def test_cli_search(home: Path) -> None:
         assert r.returncode == 2, (bad, r.stderr)
         assert "--near" in r.stderr, r.stderr
         assert "LAT,LON" in r.stderr or "within ±90" in r.stderr, r.stderr
+
+
+def test_hits_carry_every_column_of_their_table_and_their_clip() -> None:
+    """The hits are plain models for speed; they must keep every field of the table rows."""
+    from watchers.labels import ClipOf, DetectionBase, DetectionHit, PlateBase, PlateHit
+
+    for hit, base in ((PlateHit, PlateBase), (DetectionHit, DetectionBase)):
+        assert set(hit.model_fields) == set(base.model_fields) | set(ClipOf.model_fields)
+        for name, field in base.model_fields.items():
+            assert hit.model_fields[name].annotation == field.annotation, name

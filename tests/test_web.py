@@ -74,6 +74,32 @@ def test_trips_list_trip_api_and_page(client: TestClient, web_home: WebHome) -> 
     assert chart and len(chart.group(1).split()) >= 10, "the speed chart has a line"
     for p in detail["plates"]:
         assert f'href="/clips/{p["video_id"]}?t={p["time_s"]:.1f}"' in page.text
+    assert "of {} plates".format(len(detail["plates"])) not in page.text
+
+
+def test_a_long_trip_lists_the_first_rows_and_maps_them_all(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watchers.web import pages
+
+    monkeypatch.setattr(pages, "TABLE_ROWS", 1)
+    (trip,) = client.get("/api/trips").json()
+    detail = client.get(f"/api/trips/{trip['trip_id']}").json()
+    page = client.get(f"/trips/{trip['trip_id']}", headers=HTML).text
+    plates = re.search(r'<table id="plates">(.*?)</table>', page, re.S)
+    assert plates and plates.group(1).count("<tr>") == 2, "a header and one row"
+    assert f"The first 1 of {len(detail['plates'])} plates" in page
+    assert len(page_data(page)["plates"]) == len(detail["plates"]), "all on the map"
+    objects = len(detail["detections"])
+    assert detail["detections_total"] == objects > 1
+    assert f"1 of {objects} objects listed" in page and "best-scored" not in page
+
+    monkeypatch.setattr(pages, "MAP_OBJECTS", 1)
+    page = client.get(f"/trips/{trip['trip_id']}", headers=HTML).text
+    best = max(detail["detections"], key=lambda d: d["score"])
+    (marker,) = page_data(page)["detections"]
+    assert (marker["video_id"], marker["t"]) == (best["video_id"], best["first_s"])
+    assert f"1 of {objects} objects listed; the map shows the 1 best-scored" in page
 
 
 @pytest.mark.testdata
@@ -434,3 +460,59 @@ def test_metrics_route_serves_the_exposition(marked_up: Policies) -> None:
         return
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert "# TYPE" in r.text
+
+
+@pytest.mark.slow
+def test_several_worker_processes_serve_the_same_settings(tmp_path: Path) -> None:
+    """``dashspool web --workers 2``: uvicorn's worker processes build the app from the same
+    settings file and keep the loopback Host rule."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    import psutil
+    from conftest import REPO
+    from sambaserver import free_port
+
+    led = Ledger(tmp_path / "elsewhere" / "ledger.db")
+    clip(led, A, T0)
+    led.close()
+    cfg = tmp_path / "policies.toml"
+    cfg.write_text('[ledger]\npath = "elsewhere/ledger.db"\n')
+    port = free_port()
+    command = [sys.executable, "-m", "watchers.cli", "--config", str(cfg), "web"]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port), "--workers", "2"],
+        cwd=REPO,  # not where policies.toml is: the workers must be told
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        body, deadline = None, time.monotonic() + 60
+        while body is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/trips", timeout=5) as r:
+                    body = json.loads(r.read())
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        assert body is not None, proc.stdout.read().decode() if proc.poll() is not None else ""
+        assert len(body) == 1, "the workers read the ledger the settings name"
+        children = psutil.Process(proc.pid).children()
+        assert sum("python" in c.name() for c in children) >= 2, [c.cmdline() for c in children]
+        other = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/trips", headers={"Host": "rebind.test"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(other, timeout=5)
+        assert refused.value.code == 421
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

@@ -835,12 +835,18 @@ def web(
         int | None,
         typer.Option("--port", min=1, max=65535, help="Port (default [web] port: 8080)."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, max=64, help="Server processes (default [web] workers: 1)."
+        ),
+    ] = None,
 ) -> None:
     """The web UI and its JSON API (docs/web.md). Beyond loopback it needs a token:
     $DASHSPOOL_WEB_TOKEN or a file named by $DASHSPOOL_WEB_TOKEN_FILE."""
     import uvicorn
 
-    from watchers.web import LOOPBACK_HOSTS, create_app
+    from watchers.web import BIND_ENV, LOOPBACK_HOSTS, create_app
     from watchers.web.security import check_bind, is_loopback, load_token
 
     p = state.policies
@@ -849,8 +855,25 @@ def web(
     check_bind(bind, token)
     app = create_app(p, token=token, allowed_hosts=LOOPBACK_HOSTS if is_loopback(bind) else None)
     mode = "actions need the token" if token else "read-only (no token)"
-    log.info("web UI on http://%s:%d/ (%s)", bind, port or p.web.port, mode)
-    uvicorn.run(app, host=bind, port=port or p.web.port, log_level="warning", access_log=False)
+    n = workers or p.web.workers
+    log.info("web UI on http://%s:%d/ (%s; %d process(es))", bind, port or p.web.port, mode, n)
+    options: dict[str, Any] = {"log_level": "warning", "access_log": False}
+    if n == 1:
+        uvicorn.run(app, host=bind, port=port or p.web.port, **options)
+        return
+    # worker processes build their own app from the same settings (watchers.web.from_environment)
+    if p.source is not None:
+        os.environ["DASHSPOOL_CONFIG"] = str(p.source)
+    os.environ["DASHSPOOL_SPOOL"] = p.spool_url
+    os.environ[BIND_ENV] = bind
+    uvicorn.run(
+        "watchers.web:from_environment",
+        factory=True,
+        workers=n,
+        host=bind,
+        port=port or p.web.port,
+        **options,
+    )
 
 
 @cli.command()

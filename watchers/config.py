@@ -129,6 +129,8 @@ class WebSettings(Strict):
     tile_url: str = Field("", pattern=r"^(https?://[^\s\"'<>]+)?$")
     tile_attribution: str = Field("", max_length=200)
     page_size: int = Field(100, ge=1, le=1000)
+    # server processes: more than one uses more cores under load (each opens the ledger read-only)
+    workers: int = Field(1, ge=1, le=64)
 
 
 class HealthSettings(Strict):

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_
+from sqlalchemy import ColumnElement, and_, delete, func, insert, literal_column, or_
+from sqlalchemy import select as sa_select
+from sqlalchemy import text as text_
 from sqlmodel import Field as Column
 from sqlmodel import Session, SQLModel, col, select
 
-from watchers.catalog import Trip, ts
+from watchers.catalog import Trip, parse_ts, ts
 from watchers.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,43 @@ LABELS_MIGRATION = (
 )
 
 
+# Plate search at the scale of years of driving (bench/web.py: 200 k plate readings):
+# * every plate gets a UTC time where its clip has one (filled here for older rows; apply_labels
+#   fills it on ingest), and (text, utc) is indexed: "newest sightings of this plate" reads the
+#   index backwards and stops at the limit, even for a car seen thousands of times;
+# * a partial search ("the plate had 47 in it") looks keys up in a trigram index (FTS5, kept in
+#   step with plates by triggers) instead of reading every plate.
+PLATE_SEARCH_MIGRATION = (
+    "0006_plate_search",
+    """
+    UPDATE plates SET utc = (
+        SELECT substr(strftime('%Y-%m-%dT%H:%M:%f', v.start_utc,
+                               printf('%+.6f seconds', plates.time_s)), 1, 23) || '000Z'
+        FROM videos v WHERE v.video_id = plates.video_id AND v.start_utc IS NOT NULL
+    ) WHERE utc IS NULL;
+    CREATE INDEX ix_plates_text_utc ON plates (text, utc);
+    DROP INDEX ix_plates_text;
+    CREATE VIRTUAL TABLE plates_trigram USING fts5(
+        text, content='plates', content_rowid='rowid', tokenize='trigram'
+    );
+    INSERT INTO plates_trigram(plates_trigram) VALUES ('rebuild');
+    CREATE TRIGGER plates_trigram_ai AFTER INSERT ON plates BEGIN
+        INSERT INTO plates_trigram(rowid, text) VALUES (new.rowid, new.text);
+    END;
+    CREATE TRIGGER plates_trigram_ad AFTER DELETE ON plates BEGIN
+        INSERT INTO plates_trigram(plates_trigram, rowid, text)
+        VALUES ('delete', old.rowid, old.text);
+    END;
+    CREATE TRIGGER plates_trigram_au AFTER UPDATE ON plates BEGIN
+        INSERT INTO plates_trigram(plates_trigram, rowid, text)
+        VALUES ('delete', old.rowid, old.text);
+        INSERT INTO plates_trigram(rowid, text) VALUES (new.rowid, new.text);
+    END
+    """,
+)
+TRIGRAM = 3  # the shortest text the trigram index can find; shorter ones scan
+
+
 # ------------------------------------------------------------------------------------ ingest
 def plate_key(text: str) -> str:
     """How plates are stored and searched: upper case, letters and digits only."""
@@ -212,10 +251,12 @@ def apply_labels(s: Session, video: Any, facts: LabelFacts) -> None:
             }
         )
     plates = []
+    start = parse_ts(video.start_utc) if getattr(video, "start_utc", None) else None
     for p in facts.plates:
         if not (key := plate_key(p.text)):
             continue
         lat, lon = _where(p.lat, p.lon)
+        utc = p.utc or (start + timedelta(seconds=p.time) if start is not None else None)
         plates.append(
             {
                 "video_id": vid,
@@ -224,7 +265,7 @@ def apply_labels(s: Session, video: Any, facts: LabelFacts) -> None:
                 "confidence": p.confidence,
                 "reads": p.reads,
                 "time_s": p.time,
-                "utc": ts(p.utc) if p.utc else None,
+                "utc": ts(utc) if utc else None,
                 "lat": lat,
                 "lon": lon,
                 "crop": p.crop,
@@ -237,8 +278,11 @@ def apply_labels(s: Session, video: Any, facts: LabelFacts) -> None:
 
 
 # ----------------------------------------------------------------------------------- queries
-class PlateHit(PlateBase):
-    """A plate row with the clip it was read in."""
+# The hits are plain pydantic models with the tables' fields (a test keeps them in step): a
+# search or a long trip returns thousands, and validating a plain model from a row costs a
+# third of building an SQLModel one.
+class ClipOf(BaseModel):
+    """The clip a detection or a plate was found in."""
 
     source_name: str
     channel: str | None = None
@@ -246,13 +290,40 @@ class PlateHit(PlateBase):
     recorded_at: str | None = None  # camera-local start of the clip
 
 
-class DetectionHit(DetectionBase):
-    """A detection row with the clip it was seen in."""
+class PlateHit(ClipOf):
+    """A plate row (:class:`PlateBase`) with the clip it was read in."""
 
-    source_name: str
-    channel: str | None = None
-    trip_id: str | None = None
-    recorded_at: str | None = None
+    video_id: str
+    track_id: int
+    text: str
+    confidence: float
+    reads: int
+    time_s: float
+    utc: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    crop: str | None = None
+
+
+class DetectionHit(ClipOf):
+    """A detection row (:class:`DetectionBase`) with the clip it was seen in."""
+
+    video_id: str
+    track_id: int
+    label: str
+    first_s: float
+    last_s: float
+    first_utc: str | None = None
+    last_utc: str | None = None
+    score: float
+    frames: int
+    x1: int | None = None
+    y1: int | None = None
+    x2: int | None = None
+    y2: int | None = None
+    lat: float | None = None
+    lon: float | None = None
+    thumbnail: str | None = None
 
 
 class NearHit(BaseModel):
@@ -278,6 +349,17 @@ class NearHit(BaseModel):
 class _Point(NamedTuple):
     lat: float
     lon: float
+
+
+CLIP_FIELDS = tuple(ClipOf.model_fields)
+
+
+def _hits(table: Any, base: type[SQLModel], video: Any) -> Any:
+    """``SELECT <the row's columns>, <its clip's>`` joined on the clip: plain rows that become
+    hits without building ORM objects (a search or a long trip returns thousands)."""
+    own = [col(getattr(table, f)) for f in base.model_fields]
+    clip = [col(getattr(video, f)) for f in CLIP_FIELDS]
+    return sa_select(*own, *clip).join(video, col(video.video_id) == col(table.video_id))
 
 
 def _clip(video: Any) -> dict[str, Any]:
@@ -316,8 +398,9 @@ def find_plates(
     trip: str | None = None,
     video_id: str | None = None,
 ) -> list[PlateHit]:
-    """Plates whose key matches ``text``'s key (all plates when None), newest first: by the
-    plate's UTC time, else its clip's UTC start; clips with neither last, by local time.
+    """Plates whose key matches ``text``'s key (all plates when None), newest first by the
+    plate's UTC time (which ingest sets from its clip's start when heavy had none); plates of
+    clips with no UTC time last, by local time.
 
     ``match``: ``exact`` (the whole key), ``prefix`` (keys that start with it), ``partial``
     (keys that contain it), ``fuzzy`` (the whole key, or one that differs in one character OCR
@@ -326,8 +409,7 @@ def find_plates(
     ``trip`` (id or unique prefix) and ``video_id`` narrow it to one trip or one clip."""
     from watchers.ledger import Video
 
-    when = func.coalesce(col(Plate.utc), col(Video.start_utc))
-    q = select(Plate, Video).join(Video, col(Video.video_id) == col(Plate.video_id))
+    q = _hits(Plate, PlateBase, Video)
     if text is not None:
         key = plate_key(text)
         if not key:
@@ -338,6 +420,11 @@ def find_plates(
             q = q.where(col(Plate.text).in_(plate_variants(key)))
         elif match == "partial":
             q = q.where(func.instr(col(Plate.text), key) > 0)
+            if len(key) >= TRIGRAM:  # narrowed on the trigram index first
+                found = text_(
+                    "SELECT rowid FROM plates_trigram WHERE plates_trigram MATCH :phrase"
+                ).bindparams(phrase=f'"{key}"')  # a key is letters and digits: a plain phrase
+                q = q.where(literal_column("plates.rowid").in_(found))
         else:  # a range on the index: every key that starts with ``key`` sorts inside it
             q = q.where(col(Plate.text) >= key, col(Plate.text) < key + "\U0010ffff")
     if since is not None:
@@ -348,16 +435,15 @@ def find_plates(
         q = q.where(Video.trip_id == trip_id(s, trip))
     if video_id is not None:
         q = q.where(Plate.video_id == video_id)
+    # NULLs sort first in SQLite, so last when descending: no separate "is null" term, which
+    # would keep the (text, utc) index from giving the order
     q = q.order_by(
-        when.is_(None),
-        when.desc(),
+        col(Plate.utc).desc(),
         col(Video.recorded_at).desc(),
         col(Plate.video_id),
         col(Plate.time_s),
     )
-    return [
-        PlateHit(**plate.model_dump(), **_clip(video)) for plate, video in s.exec(q.limit(limit))
-    ]
+    return [PlateHit.model_validate(dict(r)) for r in s.execute(q.limit(limit)).mappings()]
 
 
 def trip_id(s: Session, prefix: str) -> str:
@@ -378,14 +464,16 @@ def find_detections(
     since: datetime | None,
     until: datetime | None,
     limit: int,
+    best: bool = False,
 ) -> list[DetectionHit]:
     """Detections of a class (any when None), on one trip (an id or unique prefix), first seen
     at or after ``since`` and before ``until`` (UTC; detections without a UTC time are left out
-    when either is given). Newest first, or in time order within one trip."""
+    when either is given). Newest first, or in time order within one trip. ``best``: the
+    ``limit`` highest-scored ones (still returned in that order)."""
     from watchers.ledger import Video
 
     when = func.coalesce(col(Detection.first_utc), col(Video.start_utc))
-    q = select(Detection, Video).join(Video, col(Video.video_id) == col(Detection.video_id))
+    q = _hits(Detection, DetectionBase, Video)
     if label is not None:
         q = q.where(Detection.label == label.strip().lower())
     if trip is not None:
@@ -403,9 +491,28 @@ def find_detections(
         q = q.where(col(Detection.first_utc) >= ts(since))
     if until is not None:
         q = q.where(col(Detection.first_utc) < ts(until))
-    return [
-        DetectionHit(**row.model_dump(), **_clip(video)) for row, video in s.exec(q.limit(limit))
-    ]
+    if not best:
+        return [DetectionHit.model_validate(dict(r)) for r in s.execute(q.limit(limit)).mappings()]
+    top = q.order_by(None).order_by(col(Detection.score).desc(), col(Detection.video_id))
+    hits = [DetectionHit.model_validate(dict(r)) for r in s.execute(top.limit(limit)).mappings()]
+    if trip is not None:  # a trip's clips all have a UTC start, and so their detections
+        hits.sort(key=lambda d: (d.first_utc or "", d.channel or "", d.first_s, d.track_id))
+    else:
+        hits.sort(key=lambda d: (d.first_utc is None, d.first_utc or ""), reverse=True)
+    return hits
+
+
+def count_detections(s: Session, trip: str) -> int:
+    """How many objects were tracked on a trip (its id)."""
+    from watchers.ledger import Video
+
+    q = (
+        sa_select(func.count())
+        .select_from(Detection)
+        .join(Video, col(Video.video_id) == col(Detection.video_id))
+        .where(col(Video.trip_id) == trip)
+    )
+    return int(s.execute(q).scalar_one())
 
 
 def _box(lat_col: Any, lon_col: Any, at: _Point, radius_m: float) -> ColumnElement[bool]:

@@ -175,6 +175,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     catalog.SCREENING_MIGRATION,
     labels.LABELS_MIGRATION,
     archiving.ARCHIVE_MIGRATION,
+    labels.PLATE_SEARCH_MIGRATION,
 ]
 
 
@@ -266,7 +267,7 @@ class Ledger:
             if name in done:
                 continue
             with self.engine.begin() as conn:  # each migration is one transaction
-                for statement in filter(str.strip, ddl.split(";")):
+                for statement in statements(ddl):
                     conn.exec_driver_sql(statement)
                 conn.execute(
                     sql("INSERT INTO schema_migrations VALUES (:n, :t)"),
@@ -456,6 +457,20 @@ class Ledger:
 
 
 M = TypeVar("M", bound=SQLModel)
+
+
+def statements(ddl: str) -> Iterator[str]:
+    """The SQL statements of a migration, split at the semicolons that end one (not those
+    inside a trigger's BEGIN ... END)."""
+    buf = ""
+    for part in ddl.split(";"):
+        buf += part + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                yield buf.strip()
+            buf = ""
+    if buf.strip(" \n;"):
+        raise ValueError(f"an incomplete SQL statement in a migration: {buf.strip()[:80]!r}")
 
 
 def _get(s: Session, model: type[M], key: str) -> M | None:

@@ -10,13 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from watchers import labels
-from watchers.catalog import TrackPoint, Trip, trip_points
+from watchers.catalog import TrackPoint, Trip
 from watchers.errors import NotFound
 
 MAX_LABELS = 5000  # detections or plates on one page (a trip of a few hours has hundreds)
+# points drawn for a trip: enough for a smooth line at any screen size; a long trip at 1 Hz has
+# tens of thousands, and every one costs the page and the browser
+MAX_TRACK_POINTS = 2000
 
 
 class ClipRow(BaseModel):
@@ -82,7 +87,9 @@ class Point(BaseModel):
 class TripDetail(BaseModel):
     trip: TripRow
     clips: list[ClipRow]
-    points: list[Point]
+    points: list[Point]  # at most MAX_TRACK_POINTS, evenly thinned (first and last kept)
+    points_total: int  # the trip's GPS fixes before thinning
+    detections_total: int  # how many objects the trip has (``detections`` may hold the best)
     detections: list[labels.DetectionHit]
     plates: list[labels.PlateHit]
 
@@ -116,8 +123,9 @@ def clips_outside_trips(s: Session, limit: int) -> list[ClipRow]:
     return [ClipRow.of(v) for v in s.exec(q.limit(limit))]
 
 
-def trip_detail(s: Session, trip: str) -> TripDetail:
-    """One trip (id or unique prefix): clips in time order, track, detections and plates."""
+def trip_detail(s: Session, trip: str, max_detections: int | None = None) -> TripDetail:
+    """One trip (id or unique prefix): clips in time order, track, detections and plates.
+    ``max_detections``: only that many objects, the highest-scored (a map of a long drive)."""
     from watchers.ledger import Video
 
     tid = labels.trip_id(s, trip)
@@ -126,15 +134,65 @@ def trip_detail(s: Session, trip: str) -> TripDetail:
     clips = s.exec(
         select(Video).where(Video.trip_id == tid).order_by(col(Video.start_utc), col(Video.channel))
     )
+    points, total = trip_track(s, tid)
     return TripDetail(
         trip=TripRow.of(row),
         clips=[ClipRow.of(v) for v in clips],
-        points=[Point.of(p) for p in trip_points(s, tid)],
+        points=points,
+        points_total=total,
         detections=labels.find_detections(
-            s, label=None, trip=tid, since=None, until=None, limit=MAX_LABELS
+            s,
+            label=None,
+            trip=tid,
+            since=None,
+            until=None,
+            limit=MAX_LABELS if max_detections is None else max_detections,
+            best=max_detections is not None,
         ),
+        detections_total=labels.count_detections(s, tid),
         plates=labels.find_plates(s, None, MAX_LABELS, trip=tid),
     )
+
+
+def trip_track(
+    s: Session, trip_id: str, max_points: int = MAX_TRACK_POINTS
+) -> tuple[list[Point], int]:
+    """The trip's GPS points in time order, thinned evenly to at most ``max_points``, and how
+    many there are. The channels of a moment repeat the same fixes, so each moment's points
+    come from one clip (the one with the most); thinning starts in SQL (every n-th point of a
+    clip), so a long trip at 1 Hz never loads its tens of thousands of rows."""
+    from watchers.ledger import Video
+
+    best: dict[str, tuple[int, str]] = {}  # moment (or the clip itself) -> (points, clip)
+    for vid, moment, n in s.execute(
+        sa_select(col(Video.video_id), col(Video.moment_id), col(Video.gps_points)).where(
+            col(Video.trip_id) == trip_id
+        )
+    ):
+        key = moment or vid
+        if (n or 0, vid) > best.get(key, (-1, "")):
+            best[key] = (n or 0, vid)
+    videos = sorted(vid for _, vid in best.values())
+    total = int(
+        s.execute(sa_select(func.count()).where(col(TrackPoint.video_id).in_(videos))).scalar_one()
+    )
+    stride = max(1, -(-total // max_points))  # ceil: at most max_points per clip run
+    fields = [c for c in Point.model_fields if c != "video_id"]
+    q = (
+        sa_select(col(TrackPoint.video_id), *(col(getattr(TrackPoint, f)) for f in fields))
+        .where(col(TrackPoint.video_id).in_(videos))
+        .order_by(col(TrackPoint.t), col(TrackPoint.video_id))
+    )
+    if stride > 1:
+        q = q.where(col(TrackPoint.seq) % stride == 0)
+    rows: list[Any] = []
+    for r in s.execute(q).mappings():
+        if not rows or r["t"] != rows[-1]["t"]:  # clips of two moments overlapping
+            rows.append(r)
+    if len(rows) > max_points > 1:
+        step = (len(rows) - 1) / (max_points - 1)
+        rows = [rows[round(i * step)] for i in range(max_points)]
+    return [Point.model_validate(r) for r in rows], total
 
 
 def find_clip(s: Session, video: str) -> Any:

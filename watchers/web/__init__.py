@@ -45,6 +45,23 @@ def _error(request: Request, status: int, message: str) -> Response:
     return JSONResponse({"detail": message}, status_code=status)
 
 
+BIND_ENV = "DASHSPOOL_WEB_BIND"  # set by `dashspool web --workers N` for its worker processes
+
+
+def from_environment() -> FastAPI:
+    """The app as a worker process of ``dashspool web --workers N`` builds it: the settings
+    from ``$DASHSPOOL_CONFIG`` and ``$DASHSPOOL_SPOOL``, the token from its own variables, the
+    Host rule from the address the parent binds (``$DASHSPOOL_WEB_BIND``)."""
+    import os
+
+    from watchers.config import load
+    from watchers.web.security import is_loopback, load_token
+
+    bind = os.environ.get(BIND_ENV, "127.0.0.1")
+    hosts = LOOPBACK_HOSTS if is_loopback(bind) else None
+    return create_app(load(), token=load_token(), allowed_hosts=hosts)
+
+
 def create_app(
     policies: Policies, *, token: str | None, allowed_hosts: tuple[str, ...] | None = None
 ) -> FastAPI:

@@ -96,6 +96,10 @@ def _is_day(value: str) -> bool:
     return True
 
 
+TABLE_ROWS = 300  # plates or objects listed on a trip page (more are markers on its map)
+MAP_OBJECTS = 1000  # objects on a trip's map, the highest-scored (every plate is on it)
+
+
 def speed_chart(
     points: list[queries.Point], width: int = 1000, height: int = 160
 ) -> dict[str, Any]:
@@ -118,7 +122,7 @@ def speed_chart(
 @router.get("/trips/{trip_id}", response_class=HTMLResponse)
 def trip_page(request: Request, st: Web, trip_id: str) -> HTMLResponse:
     with st.reading() as s:
-        detail = queries.trip_detail(s, trip_id)
+        detail = queries.trip_detail(s, trip_id, max_detections=MAP_OBJECTS)
     data = {
         "points": [[p.lat, p.lon] for p in detail.points],
         "clips": [
@@ -148,6 +152,7 @@ def trip_page(request: Request, st: Web, trip_id: str) -> HTMLResponse:
         detail=detail,
         data=data,
         chart=speed_chart(detail.points),
+        table_rows=TABLE_ROWS,
     )
 
 
