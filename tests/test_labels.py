@@ -86,12 +86,12 @@ def ev(kind: EventKind, stage: str, video: str, at: datetime, **data: Any) -> Ev
     )
 
 
-def clip(ledger: Ledger, video: str, start: datetime) -> None:
+def clip(ledger: Ledger, video: str, start: datetime, channel: str = "F") -> None:
     """A clip through ingest: its row, camera-local time, UTC start and end, and so its trip."""
     ingest = {
         "kind": "video",
         "sha256": video,
-        "camera": {"channel": "F"},
+        "camera": {"channel": channel},
         "time": {
             "local": (start + timedelta(hours=1)).replace(tzinfo=None).isoformat(),
             "utc_start": start.isoformat(),

@@ -4,43 +4,22 @@ many channels recorded it, thinned evenly for drawing, first and last kept."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_labels import T0, A, B, clip, ev
+from test_labels import T0, A, B, clip
 
 from watchers import queries
 from watchers.catalog import TrackPoint, ts
 from watchers.ledger import Ledger
-from watchers.sidecar import EventKind
-
-
-def rear(ledger: Ledger, video: str, start: datetime) -> None:
-    ingest = {
-        "kind": "video",
-        "sha256": video,
-        "camera": {"channel": "R"},
-        "time": {
-            "local": (start + timedelta(hours=1)).replace(tzinfo=None).isoformat(),
-            "utc_start": start.isoformat(),
-            "utc_end": (start + timedelta(seconds=60)).isoformat(),
-        },
-    }
-    ledger.ingest(
-        [
-            ev(EventKind.VIDEO_NEW, "ingest", video, start),
-            ev(EventKind.STAGE_COMPLETED, "ingest", video, start, route="heavy", facts=ingest),
-        ],
-        T0,
-    )
 
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     led = Ledger(tmp_path / "ledger.db")
     clip(led, A, T0)
-    rear(led, B, T0)  # the rear camera of the same moment: the same fixes again
+    clip(led, B, T0, channel="R")  # the rear camera of the same moment: the same fixes again
     yield led
     led.close()
 

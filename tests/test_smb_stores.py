@@ -87,15 +87,22 @@ def test_clips_are_filed_and_archived_over_smb(
     assert report.findings[0].path.startswith(url + "/archive/")
 
 
-def test_retention_deletes_a_raw_clip_over_smb_only_after_hashing_the_archive_copy(
-    smb_stores: tuple[str, Path], tmp_path: Path
-) -> None:
+def archived_over_smb(smb_stores: tuple[str, Path], tmp_path: Path) -> tuple[Any, Video, Path]:
+    """One clip through the pipeline with both stores on the share (raw_days 1): the pipeline,
+    the clip's ledger row, and the stores' folder on the server's disk."""
     url, on_disk = smb_stores
     cfg = smb_settings(url)
     cfg["retention"] = {"raw_days": 1}
     p = dropped(tmp_path, cfg, drive(tmp_path))
     p.drain()
     (video,) = [v for v in p.coordinator.ledger.videos() if v.kind == "video"]
+    return p, video, on_disk
+
+
+def test_retention_deletes_a_raw_clip_over_smb_only_after_hashing_the_archive_copy(
+    smb_stores: tuple[str, Path], tmp_path: Path
+) -> None:
+    p, video, on_disk = archived_over_smb(smb_stores, tmp_path)
     raw = on_disk / "raw" / str(video.raw_path)
     assert raw.is_file()
     later = utcnow() + timedelta(days=3)
@@ -112,12 +119,7 @@ def test_retention_deletes_a_raw_clip_over_smb_only_after_hashing_the_archive_co
 def test_a_rotted_archive_copy_keeps_the_raw_clip_over_smb(
     smb_stores: tuple[str, Path], tmp_path: Path
 ) -> None:
-    url, on_disk = smb_stores
-    cfg = smb_settings(url)
-    cfg["retention"] = {"raw_days": 1}
-    p = dropped(tmp_path, cfg, drive(tmp_path))
-    p.drain()
-    (video,) = [v for v in p.coordinator.ledger.videos() if v.kind == "video"]
+    p, video, on_disk = archived_over_smb(smb_stores, tmp_path)
     archived = on_disk / "archive" / str(video.archive_path)
     data = bytearray(archived.read_bytes())
     data[100] ^= 0xFF
