@@ -113,8 +113,11 @@ class ArchiveStage(Stage):
             target = final
         else:
             target = f"{posixpath.dirname(final)}/.{job.video_id}.partial-{ctx.device}"
-            if b.stat(target) is not None:
+            left = b.stat(target)
+            if left is not None and left.kind == "dir":
                 b.remove_tree(target)  # our own half-built entry from a crash or a failed try
+            elif left is not None:
+                b.remove_file(target)  # not ours to follow: a link or a file in its place
             b.makedirs(target)
         try:
             if target != final:

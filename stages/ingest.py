@@ -226,7 +226,8 @@ class IngestStage(Stage):
         rel, made = self.raw.place_new(path, folder, base, sha)
         owner = self.raw.claim(IndexEntry(sha, rel, job.job, job.source_path or job.source_name))
         if owner.job != job.job:  # another device filed the same content meanwhile
-            self.raw.unplace(path, rel, made=made)
+            if owner.raw_path != rel:  # never the file the winner's index entry names
+                self.raw.unplace(path, rel, made=made)
             self._refuse_seen(job, sha, owner)
         return rel
 

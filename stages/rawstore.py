@@ -98,7 +98,7 @@ class RawStore:
         tmp = f"{folder}/.{entry.sha256}.{secrets.token_hex(4)}"
         self.backend.write_bytes(tmp, json.dumps(body, indent=2).encode(), fsync=self.fsync)
         try:
-            self.backend.rename(tmp, path)  # exclusive: of racing devices exactly one wins
+            self._create(tmp, path)  # exclusive: of racing devices exactly one wins
         except AlreadyExists:
             found = self.owner(entry.sha256)
             if found is not None:
@@ -152,7 +152,7 @@ class RawStore:
         tmp = f"{posixpath.dirname(rel)}/.{posixpath.basename(rel)}.{secrets.token_hex(4)}"
         try:
             self.store.put(src, tmp, fsync=True)
-            self.backend.rename(tmp, rel)  # exclusive: never over another clip
+            self._create(tmp, rel)  # exclusive: never over another clip
         except AlreadyExists:
             return "there" if self._same(src, rel) else ""
         finally:
@@ -169,6 +169,22 @@ class RawStore:
         if made or (dst is not None and _same_file(src, dst)):
             with contextlib.suppress(NotFound):
                 self.backend.remove_file(rel)
+
+    def _create(self, tmp: str, rel: str) -> None:
+        """Give the file ``tmp`` the name ``rel`` unless ``rel`` exists (AlreadyExists), so that
+        of devices racing for one name exactly one wins, each with a temporary file of its own.
+        Locally a hard link (exclusive on every filesystem, NFS included; a rename is only
+        where ``RENAME_NOREPLACE`` works), then the temporary name goes; on SMB the rename
+        that fails when the target exists."""
+        tmp_path, dst = self.store.local_path(tmp), self.store.local_path(rel)
+        if tmp_path is None or dst is None:
+            self.backend.rename(tmp, rel)
+            return
+        try:
+            os.link(tmp_path, dst)
+        except FileExistsError:
+            raise AlreadyExists(f"raw/{rel}: already exists") from None
+        tmp_path.unlink()
 
     def _same(self, src: Path, rel: str) -> bool:
         dst = self.store.local_path(rel)

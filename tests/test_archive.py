@@ -238,6 +238,24 @@ def test_a_crash_leftover_is_cleared_and_the_entry_appears_whole(
     assert not stale.exists() and not (entry / "junk").exists()
 
 
+def test_a_link_in_place_of_the_partial_entry_is_removed_not_followed(
+    run: Any, tmp_path: Path
+) -> None:
+    """Cleaning up ``.<id>.partial-<device>`` never deletes what a link there points to."""
+    day = tmp_path / "archive/2026/05/13"
+    day.mkdir(parents=True)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_bytes(b"not the archive's")
+    clips = drive(tmp_path)
+    vid = hashlib.sha256(Path(clips[NAME]).read_bytes()).hexdigest()  # type: ignore[arg-type]
+    (day / f".{vid[:16]}.partial-dev1").symlink_to(precious)
+    p = run(clips)
+    assert one_video(p).state == "archived"
+    assert (precious / "keep.txt").read_bytes() == b"not the archive's"
+    assert entries(tmp_path / "archive") == [day / vid[:16]]
+
+
 def test_the_ledger_takes_only_a_hash_that_is_the_clips_own() -> None:
     sha = "ab" * 32
     facts = {

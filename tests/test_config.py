@@ -75,6 +75,14 @@ def test_relative_paths_follow_the_file_and_spool_override_follows_the_cwd(
         ),
         (PIPE + '[stages.heavy]\n[stages."Bad Name"]\n', "stage name 'Bad Name' must match"),
         ('[stores]\narchive = "ftp://nas/share"\n', "stores.archive: Value error, 'ftp' is not a"),
+        (
+            '[stores]\nraw = "smb://u:hunter2pw@nas/share/raw"\n',
+            "stores.raw: Value error, the URL must not contain a password",
+        ),
+        (
+            '[spool]\npath = "smb://u:hunter2pw@nas/share/spool"\n',
+            "spool.path: Value error, the URL must not contain a password",
+        ),
         ('[backup]\ndir = "smb://u@nas/share"\n', "backup.dir: Value error, must be a local"),
         ('[backup]\ntime_utc = "2am"\n', "backup.time_utc: String should match pattern"),
         ("[retention]\ndone_days = { heavy = 0 }\n", "done_days.heavy: must be more than 0"),
@@ -85,6 +93,7 @@ def test_bad_settings_name_file_and_key(tmp_path: Path, text: str, message: str)
         load(write(tmp_path, text))
     assert message in str(err.value)
     assert str(tmp_path / "policies.toml") in str(err.value)
+    assert "hunter2pw" not in str(err.value)
 
 
 @pytest.mark.parametrize(

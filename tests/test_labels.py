@@ -516,3 +516,17 @@ def test_hits_carry_every_column_of_their_table_and_their_clip() -> None:
         assert set(hit.model_fields) == set(base.model_fields) | set(ClipOf.model_fields)
         for name, field in base.model_fields.items():
             assert hit.model_fields[name].annotation == field.annotation, name
+
+
+def test_plates_that_came_before_their_clip_get_its_time_later(tmp_path: Path) -> None:
+    """Events out of order: heavy's plates are ingested before ingest's clip facts."""
+    led = Ledger(tmp_path / "ledger.db")
+    try:
+        led.ingest([labelled(B, facts([], [plate(utc=None, time=2.5)]))], T0)
+        (p,) = led.plates()
+        assert p.utc is None
+        clip(led, B, T0)
+        (p,) = led.plates()
+        assert p.utc == ts(T0 + timedelta(seconds=2.5))
+    finally:
+        led.close()

@@ -231,3 +231,48 @@ def test_an_archive_nas_that_is_away_defers_the_job_without_counting_the_attempt
     assert "unavailable" in sidecar["last_error"]
     assert "secret-pw" not in sidecar["last_error"]
     assert not list((tmp_path / "spool/archive/failed").iterdir())
+
+
+def test_two_stored_files_of_one_name_are_fetched_apart(
+    smb_stores: tuple[str, Path], tmp_path: Path
+) -> None:
+    """GPX tracks of two days may share a name: a fetched copy is kept per path."""
+    from watchers.backends import open_backend
+    from watchers.stores import Store
+
+    url, _ = smb_stores
+    store = Store("raw", open_backend(f"{url}/raw"))
+    try:
+        store.backend.makedirs("tracks/a")
+        store.backend.makedirs("tracks/b")
+        store.backend.write_bytes("tracks/a/t.gpx", b"day a", fsync=False)
+        store.backend.write_bytes("tracks/b/t.gpx", b"day b", fsync=False)
+        first = store.fetch("tracks/a/t.gpx", tmp_path / "scratch")
+        second = store.fetch("tracks/b/t.gpx", tmp_path / "scratch")
+        assert (first.name, second.name) == ("t.gpx", "t.gpx")
+        assert (first.read_bytes(), second.read_bytes()) == (b"day a", b"day b")
+        assert store.fetch("tracks/a/t.gpx", tmp_path / "scratch") == first, "reused"
+    finally:
+        store.backend.close()
+
+
+def test_storage_trouble_while_every_store_answers_counts_as_an_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file's trouble reported as StorageUnavailable (EIO on a bad sector) while the spool
+    and the stores answer: the job's attempts count, so it ends in failed/, not deferred for
+    ever."""
+    from stages.archive import ArchiveStage
+    from watchers.errors import StorageUnavailable
+
+    def bad_sector(self: Any, job: Any, ctx: Any) -> None:
+        raise StorageUnavailable("clip.MP4: storage unavailable (Input/output error)")
+
+    monkeypatch.setattr(ArchiveStage, "process", bad_sector)
+    cfg = settings()
+    cfg["retry"].update(max_attempts=1, defer_initial_seconds=3600, defer_max_seconds=3600)
+    p = dropped(tmp_path, cfg, drive(tmp_path))
+    p.drain()
+    assert not list((tmp_path / "spool/archive/deferred").iterdir())
+    (failed,) = (tmp_path / "spool/archive/failed").glob("*.error.json")
+    assert "Input/output error" in failed.read_text()

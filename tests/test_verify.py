@@ -127,6 +127,21 @@ def test_a_deleted_archive_copy_is_missing(
     assert report.findings[0].repairable
 
 
+def test_a_day_folder_that_links_out_of_the_archive_is_reported_not_followed(
+    policies: Policies, ledger: Ledger, clips: list[Clip], tmp_path: Path
+) -> None:
+    """A link in the archive's tree that leads out of it: a finding, and verify goes on."""
+    month = clips[0].copy.parents[2]  # archive/2024/03
+    moved = tmp_path / "other-disk" / "01"
+    moved.parent.mkdir()
+    (month / "01").rename(moved)
+    (month / "01").symlink_to(moved)
+    report = verify.verify(policies, ledger)
+    missing = [f for f in report.findings if f.kind == "missing"]
+    assert {f.video_id for f in missing} == {c.video.video_id for c in clips}
+    assert all("not checked" in f.detail and "symbolic link" in f.detail for f in missing)
+
+
 def test_a_modified_archive_copy_is_a_mismatch(
     policies: Policies, ledger: Ledger, clips: list[Clip]
 ) -> None:

@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -33,6 +34,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _store_location(value: str) -> str:
+    """A folder, or a URL of a storage scheme the backends know (checked again when opened),
+    never with a password in it (the message does not repeat the value)."""
+    if "://" not in value:
+        return value
+    if value.split("://", 1)[0] not in ("file", "smb"):
+        raise ValueError(f"{value.split('://', 1)[0]!r} is not a storage scheme (file, smb)")
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        password = None  # a malformed URL: the backend says what is wrong when it opens it
+    if password is not None:
+        raise ValueError(
+            "the URL must not contain a password: put it in DASHSPOOL_SMB_PASSWORD or in a "
+            "credentials file named by DASHSPOOL_SMB_CREDENTIALS (docs/smb.md)"
+        )
+    return value
+
+
 class SpoolSettings(Strict):
     path: str = "spool"
     rescan_seconds: float = Field(10.0, gt=0)
@@ -44,6 +64,8 @@ class SpoolSettings(Strict):
     fsync: bool = True
     ignore_patterns: tuple[str, ...] = (".*", "*.part", "*.tmp", "*.crdownload", "*~")
     max_sidecar_kb: int = Field(1024, gt=0)
+
+    _where = field_validator("path")(_store_location)
 
 
 class RetrySettings(Strict):
@@ -61,13 +83,6 @@ def _local_folder(value: str) -> str:
             "must be a local or mounted folder (the spool and the stores may be smb:// URLs, "
             "not this): mount the share and give its path"
         )
-    return value
-
-
-def _store_location(value: str) -> str:
-    """A folder, or a URL of a storage scheme the backends know (checked again when opened)."""
-    if "://" in value and value.split("://", 1)[0] not in ("file", "smb"):
-        raise ValueError(f"{value.split('://', 1)[0]!r} is not a storage scheme (file, smb)")
     return value
 
 

@@ -277,6 +277,18 @@ def apply_labels(s: Session, video: Any, facts: LabelFacts) -> None:
         s.execute(insert(Plate), plates)
 
 
+def fill_plate_times(s: Session, video: Any) -> None:
+    """Plates that came before their clip's UTC start did (events ingested out of order) get
+    their time from it now: searches sort and filter plates by ``utc``."""
+    if not getattr(video, "start_utc", None):
+        return
+    start = parse_ts(video.start_utc)
+    q = select(Plate).where(Plate.video_id == video.video_id, col(Plate.utc).is_(None))
+    for plate in s.exec(q):
+        plate.utc = ts(start + timedelta(seconds=plate.time_s))
+        s.add(plate)
+
+
 # ----------------------------------------------------------------------------------- queries
 # The hits are plain pydantic models with the tables' fields (a test keeps them in step): a
 # search or a long trip returns thousands, and validating a plain model from a row costs a

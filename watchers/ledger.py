@@ -620,6 +620,7 @@ def _identify(s: Session, ev: Event, video: Video, at: str) -> Video:
             trip_gap=led.trip_gap_seconds,
             moment_window=led.moment_window_seconds,
         )
+        labels.fill_plate_times(s, video)  # plates ingested before their clip's own facts
     screening = catalog.parse_screening(ev.data.get("facts"))
     if screening is not None:
         catalog.apply_screening(video, screening)

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,19 +40,38 @@ def run_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"dashspool-{os.getuid()}"
 
 
+def _usable(folder: Path) -> bool:
+    """Make the folder if needed; use it only when it is a real folder of this user (a
+    predictable name under /tmp could be another user's folder or link)."""
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o755, parents=True)
+    st = os.lstat(folder)
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
 def write(device: str, record: dict[str, Any]) -> None:
-    """Replace this device's record; a failure is logged at debug level and otherwise ignored
-    (the spool's heartbeat is the one that counts)."""
+    """Replace this device's record (readable by everyone on the machine: status runs as the
+    operator); a failure is logged at debug level and otherwise ignored (the spool's
+    heartbeat is the one that counts)."""
     folder = run_dir()
-    tmp = folder / f".{device}.json.{os.getpid()}"
+    tmp = None
     try:
-        folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(record, indent=2))
+        if not _usable(folder):
+            log.debug("local heartbeat not written: %s is not this user's folder", folder)
+            return
+        fd, name = tempfile.mkstemp(prefix=f".{device}.", dir=folder)  # O_EXCL, 0600
+        tmp = Path(name)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(json.dumps(record, indent=2))
         os.replace(tmp, folder / f"{device}.json")
+        tmp = None
     except OSError as err:
         log.debug("local heartbeat not written to %s: %s", folder, err)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def read_all(spool_url: str) -> list[dict[str, Any]]:

@@ -54,6 +54,7 @@ from watchers.errors import (
     BadJob,
     ConfigError,
     NotFound,
+    StorageUnavailable,
     UnsafePath,
 )
 from watchers.files import fsync_file
@@ -322,6 +323,16 @@ class Spool:
         if claim.sidecar is None or name not in claim.sidecar.files:
             raise KeyError(f"{claim.job} has no payload file {name!r}")
         return f"{claim.rel}/{name}"
+
+    def storage_away(self) -> bool:
+        """True when the spool or a store does not answer now (a NAS off or rebooting), as
+        opposed to one file's trouble on storage that answers."""
+        for backend in (self.backend, *(s.backend for s in self.stores.values())):
+            try:
+                backend.list("")
+            except StorageUnavailable:
+                return True
+        return False
 
     @property
     def roots(self) -> dict[str, Path]:

@@ -113,16 +113,17 @@ class Store:
 
     def fetch(self, rel: str, folder: Path) -> Path:
         """A local path to read ``rel`` from: the file itself on a local store, else a copy
-        under ``folder`` (kept: a second call reuses it)."""
+        under ``folder``, with the file's own name (kept: a second call reuses it)."""
         local = self.resolved(rel)
         if local is not None:
             return local
         rel = self.checked(rel)
-        dst = folder / posixpath.basename(rel)
+        # under its own name, in a folder per path: two files of one name never meet
+        dst = folder / hashlib.sha256(rel.encode()).hexdigest()[:16] / posixpath.basename(rel)
         if dst.is_file():
             return dst
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{dst.name}.{secrets.token_hex(4)}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.parent / f".{dst.name}.{secrets.token_hex(4)}"
         try:
             with self.backend.open_read(rel) as src, open(tmp, "wb") as out:
                 shutil.copyfileobj(src, out, HASH_CHUNK)

@@ -459,9 +459,14 @@ class Worker:
             self._fail(claim, err, attempts=attempt, now=now)
         except RetryLater as err:
             self._defer(claim, sidecar, err, attempt, now, err.delay_seconds)
-        except StorageUnavailable as err:  # a store is away (a NAS reboot): not the job's fault
-            delay = backoff_seconds(self.policies.retry, attempt)
-            self._defer(claim, sidecar, err, attempt, now, delay, counted=False)
+        except StorageUnavailable as err:
+            if spool.storage_away():  # a NAS rebooting: not the job's fault, not counted
+                delay = backoff_seconds(self.policies.retry, attempt)
+                self._defer(claim, sidecar, err, attempt, now, delay, counted=False)
+            elif attempt >= self.policies.retry.max_attempts:  # everything answers: the job's
+                self._fail(claim, err, attempts=attempt, now=now)
+            else:
+                self._defer(claim, sidecar, err, attempt, now, None)
         except Exception as err:  # a stage bug or an exhausted transient error
             if attempt >= self.policies.retry.max_attempts:
                 self._fail(claim, err, attempts=attempt, now=now)

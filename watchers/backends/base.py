@@ -119,11 +119,18 @@ class Backend(ABC):
         """Delete an empty folder (NotFound if absent)."""
 
     def remove_tree(self, rel: str) -> None:
-        """Delete a folder and everything in it, never following links out of it."""
+        """Delete a folder and everything in it, never following links out of it (a link or a
+        file given as the folder: UnsafePath)."""
+        top = self.stat(rel)
+        if top is not None and top.kind != "dir":
+            raise UnsafePath(f"{rel}: not a folder ({top.kind}): not removed as a tree")
+        self._remove_tree(rel)
+
+    def _remove_tree(self, rel: str) -> None:
         for entry in self.list(rel):
             child = posixpath.join(rel, entry.name)
             if entry.kind == "dir":
-                self.remove_tree(child)
+                self._remove_tree(child)
             else:
                 self.remove_file(child)
         self.remove_dir(rel)
