@@ -476,3 +476,41 @@ def test_index_and_track_ranges_written_by_others_cannot_point_outside(tmp_path:
     )
     when = datetime(2026, 5, 1, tzinfo=timezone.utc)
     assert store.tracks_between(when, when) == [], "outside the store, or naive times"
+
+
+def test_losing_the_index_race_never_removes_the_winners_file(tmp_path: Path) -> None:
+    """Device A links the clip at day/X.MP4; device B finds the same bytes there and owns the
+    content first, under that very name. A loses: it must not remove day/X.MP4, the file B's
+    index entry names (B's claim copy goes once B finishes)."""
+    from datetime import datetime, timezone
+
+    from stages import REGISTRY
+    from stages.rawstore import IndexEntry
+    from watchers.config import parse
+    from watchers.errors import Duplicate
+    from watchers.sidecar import Sidecar
+
+    policies = parse(
+        {"stages": {"ingest": {"type": "ingest", "next": []}}, "pipeline": {"entry": "ingest"}},
+        source=None,
+        base_dir=tmp_path,
+    )
+    stage = REGISTRY.build(policies)["ingest"]
+    stage.setup(policies)
+    clip = tmp_path / "claim-a" / "X.MP4"
+    clip.parent.mkdir()
+    clip.write_bytes(b"the same bytes on both devices")
+    sha = hashlib.sha256(clip.read_bytes()).hexdigest()
+    winner = IndexEntry(sha, "2026/05/13/X.MP4", "X-bbbbbb", "X.MP4")
+    stage.raw.claim = lambda entry: winner  # type: ignore[attr-defined]
+    job = Sidecar(
+        job="X-aaaaaa",
+        video_id="aaaaaa",
+        source_name="X.MP4",
+        stage="ingest",
+        created_at=datetime.now(timezone.utc),
+    )
+    with pytest.raises(Duplicate):
+        stage._file(job, "X.MP4", clip, sha, "2026/05/13", "X.MP4")  # type: ignore[attr-defined]
+    kept = tmp_path / "raw" / "2026/05/13/X.MP4"
+    assert kept.read_bytes() == b"the same bytes on both devices"
