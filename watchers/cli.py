@@ -1010,8 +1010,11 @@ def _check_store(p: Policies, name: str) -> dict[str, Any]:
     probe there."""
     from watchers import stores
 
-    check: dict[str, Any] = {"what": f"stores.{name}", "where": stores.location(p, name)}
-    check["ok"] = False
+    check: dict[str, Any] = {
+        "what": f"stores.{name}",
+        "where": stores.location(p, name),
+        "ok": False,
+    }
 
     def probe() -> None:
         store = stores.open_store(p, name)

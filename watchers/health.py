@@ -139,10 +139,6 @@ class Snapshot:
 DiskUsage = Callable[[Store], "tuple[int, int] | None"]
 
 
-def _space(store: Store) -> tuple[int, int] | None:
-    return store.space()
-
-
 def _measure(name: str, store: Store, disk_usage: DiskUsage) -> StoreSpace:
     try:
         usage = disk_usage(store)
@@ -152,6 +148,23 @@ def _measure(name: str, store: Store, disk_usage: DiskUsage) -> StoreSpace:
         return StoreSpace(name, store.url, problem="not there (not mounted, or not made yet?)")
     total, free = usage
     return StoreSpace(name, store.url, total_bytes=int(total), free_bytes=int(free))
+
+
+def _store_space(
+    policies: Policies,
+    name: str,
+    spool: Spool | None,
+    disk_usage: DiskUsage,
+    opened: list[Store],
+) -> StoreSpace:
+    if spool is not None and name in spool.stores:
+        return _measure(name, spool.stores[name], disk_usage)
+    try:
+        store = open_store(policies, name)
+    except Exception as e:  # e.g. an smb:// store on a machine without the nas extra
+        return StoreSpace(name, location(policies, name), problem=f"cannot open: {e}")
+    opened.append(store)
+    return _measure(name, store, disk_usage)
 
 
 def _oldest_event_age(spool: Spool, now: datetime) -> tuple[int, float | None]:
@@ -172,41 +185,41 @@ def gather(
     now: datetime | None = None,
     *,
     spool: Spool | None = None,
-    disk_usage: DiskUsage = _space,
+    disk_usage: DiskUsage = Store.space,
 ) -> Snapshot:
     """Everything the checks and ``/metrics`` need, read once. Storage that cannot be reached
-    is recorded as a problem in the snapshot, never raised."""
+    is recorded as a problem in the snapshot, never raised. The stores are the spool's own
+    (``Spool.stores``); only when the spool cannot be opened are they opened one by one."""
     now = now or utcnow()
-    stores: list[StoreSpace] = []
-    for name in (RAW, ARCHIVE):
-        try:
-            store = open_store(policies, name)
-        except Exception as e:  # e.g. an smb:// store on a machine without the nas extra
-            stores.append(StoreSpace(name, location(policies, name), problem=f"cannot open: {e}"))
-            continue
-        try:
-            stores.append(_measure(name, store, disk_usage))
-        finally:
-            store.backend.close()
     own = spool is None
+    opened: list[Store] = []  # what this call opened, to close
+    spool_problem = None
     try:
         if spool is None:
             spool = app.open_spool(policies)
+            opened += [spool.stores[RAW], spool.stores[ARCHIVE]]
     except Exception as e:
-        problem = f"cannot be opened: {e}"
-        return Snapshot(now, policies.spool_url, spool_problem=problem, stores=stores)
-    where = spool.backend.url
+        spool_problem = f"cannot be opened: {e}"
     try:
-        stores.insert(0, _measure(SPOOL_STORE, Store(SPOOL_STORE, spool.backend), disk_usage))
-        if not spool.backend.list(""):
-            problem = "its folder is empty or missing (not mounted? no watcher started yet?)"
-            return Snapshot(now, where, spool_problem=problem, stores=stores)
-        status = app.status(spool, policies, now)
-        backlog, oldest_event = _oldest_event_age(spool, now)
-    except Exception as e:
-        return Snapshot(now, where, spool_problem=f"cannot be read: {e}", stores=stores)
+        stores = [
+            _store_space(policies, name, spool, disk_usage, opened) for name in (RAW, ARCHIVE)
+        ]
+        if spool is None:
+            return Snapshot(now, policies.spool_url, spool_problem=spool_problem, stores=stores)
+        where = spool.backend.url
+        try:
+            stores.insert(0, _measure(SPOOL_STORE, Store(SPOOL_STORE, spool.backend), disk_usage))
+            if not spool.backend.list(""):
+                problem = "its folder is empty or missing (not mounted? no watcher started yet?)"
+                return Snapshot(now, where, spool_problem=problem, stores=stores)
+            status = app.status(spool, policies, now)
+            backlog, oldest_event = _oldest_event_age(spool, now)
+        except Exception as e:
+            return Snapshot(now, where, spool_problem=f"cannot be read: {e}", stores=stores)
     finally:
-        if own:
+        for store in opened:
+            store.backend.close()
+        if own and spool is not None:
             spool.backend.close()
     stages = [StageQueues(stage=name, **counts) for name, counts in status["stages"].items()]
     devices = [

@@ -192,7 +192,7 @@ def trip_track(
     if len(rows) > max_points > 1:
         step = (len(rows) - 1) / (max_points - 1)
         rows = [rows[round(i * step)] for i in range(max_points)]
-    return [Point.model_validate(r) for r in rows], total
+    return [Point.model_validate(dict(r)) for r in rows], total
 
 
 def find_clip(s: Session, video: str) -> Any:

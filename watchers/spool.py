@@ -151,9 +151,8 @@ class Staging:
     def discard(self) -> None:
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
-        with contextlib.suppress(NotFound):
-            if self.spool.backend.exists(self.rel):
-                self.spool.backend.remove_tree(self.rel)
+        with contextlib.suppress(NotFound):  # remove_tree stats it first: absent is NotFound
+            self.spool.backend.remove_tree(self.rel)
 
 
 class Spool:

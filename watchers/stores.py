@@ -64,28 +64,24 @@ class Store:
 
     def local_path(self, rel: str) -> Path | None:
         """The local path of ``rel`` (links on the way resolved, and required to stay inside
-        the store), or None for a remote store."""
-        root = self.local_root
-        if root is None:
-            return None
-        real_root = root.resolve()
-        rel = self.checked(rel)
-        parent = (real_root / rel).parent.resolve()
-        if parent != real_root and real_root not in parent.parents:
-            raise UnsafePath(f"{self.name}:{rel} leaves the store through a symbolic link")
-        return parent / posixpath.basename(rel)
+        the store; the last name is not followed), or None for a remote store."""
+        return self._inside(rel, last=False)
 
     def resolved(self, rel: str) -> Path | None:
         """The local file ``rel`` names with every link resolved, the last one included, and
         required to stay inside the store: a path to read from. None for a remote store."""
+        return self._inside(rel, last=True)
+
+    def _inside(self, rel: str, *, last: bool) -> Path | None:
         root = self.local_root
         if root is None:
             return None
         real_root = root.resolve()
-        target = (real_root / self.checked(rel)).resolve()
-        if target != real_root and real_root not in target.parents:
+        path = real_root / self.checked(rel)
+        real = path.resolve() if last else path.parent.resolve()
+        if real != real_root and real_root not in real.parents:
             raise UnsafePath(f"{self.name}:{rel} resolves outside {real_root} (symbolic link?)")
-        return target
+        return real if last else real / path.name
 
     # ------------------------------------------------------------------ files
     def file_size(self, rel: str) -> int | None:

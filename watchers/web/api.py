@@ -96,6 +96,7 @@ class Status(BaseModel):
     and failures; ``ledger_error`` says why those two are empty when the ledger is unreadable."""
 
     spool: str
+    reachable: bool = True  # an unreachable spool answers 503 here (`dashspool status`: exit 5)
     generated_at: str
     drops_pending: int
     ledger_backlog: int
